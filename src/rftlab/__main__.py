@@ -1,0 +1,3 @@
+from rftlab.cli import main
+
+raise SystemExit(main())

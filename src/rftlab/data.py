@@ -1,0 +1,190 @@
+"""Problem and sample files (JSONL), and atomic output (pure Python).
+
+Formats (docs/formats.md has the full description):
+
+- problems: `query` + `response` (GSM8K as shipped here) or `question` + `answer` (GSM8K's own
+  names); optional `id`, else the 0-based line number. The gold answer is the first `#### N` of the
+  response.
+- samples: `id` (the problem's) and `response` per line, optional `model` and anything else.
+
+Every reading error is a `DataError` whose message names the file and the 1-based line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import orjson
+
+from rftlab.answers import extract_gsm8k
+
+KEY_CONVENTIONS = (("query", "response"), ("question", "answer"))
+_PROGRESS_BYTES = 1 << 20
+
+
+class Progress(Protocol):
+    """Anything with tqdm's `update(n)`."""
+
+    def update(self, n: int) -> object: ...
+
+
+class DataError(ValueError):
+    """Bad input data, located by file and line."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int | None, message: str) -> None:
+        self.path, self.line = str(path), line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A problem with its worked solution and gold answer (a numeric string, commas removed)."""
+
+    id: str
+    query: str
+    response: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sampled reasoning path; `line` is its 1-based line in `path`."""
+
+    id: str
+    response: str
+    model: str | None
+    path: str
+    line: int
+
+
+def iter_jsonl(path: str | os.PathLike[str], progress: Progress | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields (1-based line number, object) for each non-blank line; DataError on bad JSON.
+
+    `progress.update(n)` is told the bytes read, now and then.
+    """
+    try:
+        with open(path, "rb") as handle:
+            yield from _parse_lines(path, handle, progress)
+    except OSError as error:
+        raise DataError(path, None, f"cannot read: {error.strerror}") from None
+
+
+def _parse_lines(
+    path: str | os.PathLike[str], handle: IO[bytes], progress: Progress | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    unreported = 0
+    for number, raw in enumerate(handle, start=1):
+        if progress is not None:
+            unreported += len(raw)
+            if unreported > _PROGRESS_BYTES:
+                progress.update(unreported)
+                unreported = 0
+        if not raw.strip():
+            continue
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise DataError(path, number, f"malformed JSON ({error})") from None
+        if not isinstance(record, dict):
+            raise DataError(path, number, "expected a JSON object")
+        yield number, record
+    if progress is not None:
+        progress.update(unreported)
+
+
+def _text_field(record: dict[str, Any], key: str, path: str | os.PathLike[str], line: int) -> str:
+    value = record.get(key)
+    if value is None:
+        raise DataError(path, line, f"missing field {key!r}")
+    if not isinstance(value, str):
+        raise DataError(path, line, f"field {key!r} must be a string")
+    return value
+
+
+def _id_field(record: dict[str, Any], path: str | os.PathLike[str], line: int) -> str | None:
+    value = record.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataError(path, line, "field 'id' must be a string or an integer")
+    return str(value)
+
+
+def read_problems(path: str | os.PathLike[str]) -> list[Problem]:
+    """All problems of a file, in file order; DataError on a bad line or a duplicate id."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for line, record in iter_jsonl(path):
+        query_key, response_key = next((keys for keys in KEY_CONVENTIONS if keys[0] in record), KEY_CONVENTIONS[0])
+        query = _text_field(record, query_key, path, line)
+        response = _text_field(record, response_key, path, line)
+        answer = extract_gsm8k(response)
+        if answer is None:
+            raise DataError(path, line, f"the gold answer ('#### N' in {response_key!r}) is not a number")
+        problem_id = _id_field(record, path, line)
+        if problem_id is None:
+            problem_id = str(line - 1)
+        if problem_id in seen:
+            raise DataError(path, line, f"duplicate problem id {problem_id!r}")
+        seen.add(problem_id)
+        problems.append(Problem(problem_id, query, response, answer))
+    return problems
+
+
+def iter_samples(path: str | os.PathLike[str], progress: Progress | None = None) -> Iterator[Sample]:
+    """The sampled paths of a file in file order (the sampling order); DataError on a bad line."""
+    for line, record in iter_jsonl(path, progress):
+        sample_id = _id_field(record, path, line)
+        if sample_id is None:
+            raise DataError(path, line, "missing field 'id'")
+        response = _text_field(record, "response", path, line)
+        model = record.get("model")
+        yield Sample(sample_id, response, None if model is None else str(model), str(path), line)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Opens a temporary file beside `path` and renames it over `path` only on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> int:
+    """Writes records as JSONL atomically; returns the number of lines."""
+    count = 0
+    with atomic_writer(path) as handle:
+        for record in records:
+            handle.write(orjson.dumps(record) + b"\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> None:
+    """Writes one JSON document (indented) atomically."""
+    with atomic_writer(path) as handle:
+        handle.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
