@@ -26,6 +26,8 @@ CHECK_TOLERANCE = 1e-3
 Number = int | float
 
 ANNOTATION_RE = re.compile(r"<<([^>]*)>>")
+# What number literals and arithmetic are written with: no quotes, so no strings and their warnings.
+_ARITHMETIC_CHARS_RE = re.compile(r"[0-9a-fA-FxXoOjJ_.+\-*/%()\s]*")
 
 _BINARY: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
     ast.Add: operator.add,
@@ -53,7 +55,7 @@ def annotations(text: str) -> list[str]:
 
 def evaluate(expression: str) -> Number | None:
     """The value of an arithmetic expression, or None when it is invalid or out of bounds."""
-    if len(expression) > MAX_CHARS:
+    if len(expression) > MAX_CHARS or not _ARITHMETIC_CHARS_RE.fullmatch(expression):
         return None
     try:
         # eval() strips leading spaces and tabs of a string source; ast.parse does not.

@@ -1,0 +1,23 @@
+"""Shared fixtures: small JSONL helpers and the GSM8K copy in ../shared (skipped where absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+
+
+def write_lines(path: Path, records: list[dict | str]) -> Path:
+    """Writes records (dicts as JSON, strings as they are) one per line."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="session")
+def gsm8k_dir() -> Path:
+    if not (GSM8K_DIR / "train.jsonl").exists():
+        pytest.skip(f"GSM8K not found at {GSM8K_DIR} (the shared data folder beside the checkout)")
+    return GSM8K_DIR
