@@ -1,0 +1,37 @@
+import subprocess
+import sys
+
+import pytest
+
+from rftlab.cli import main
+
+LIGHT_MODULES = ["rftlab.cli", "rftlab.answers", "rftlab.calculator", "rftlab.data", "rftlab.reject"]
+
+
+def test_core_imports_neither_torch_nor_transformers():
+    code = (
+        f"import sys; import {', '.join(LIGHT_MODULES)}; "
+        "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; print(heavy)"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
+
+
+def test_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "rftlab", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "reject" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["reject"], ["reject", "--train", "t.jsonl", "s.jsonl"], ["nonsense"]])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "usage: rftlab" in capsys.readouterr().err
+
+
+def test_missing_input_file_exits_2_naming_it(tmp_path, capsys):
+    absent = tmp_path / "absent.jsonl"
+    assert main(["reject", "--train", str(absent), "--out", str(tmp_path / "o.jsonl"), str(absent)]) == 2
+    assert f"{absent}: cannot read" in capsys.readouterr().err
