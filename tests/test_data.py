@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from conftest import write_lines
 
+from conftest import write_lines
 from rftlab.data import DataError, atomic_writer, iter_samples, read_problems, write_jsonl
 
 

@@ -1,11 +1,11 @@
 import json
 
 import pytest
-from conftest import write_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rapidfuzz.distance import Levenshtein
 
+from conftest import write_lines
 from rftlab.calculator import annotations, check_equation
 from rftlab.cli import main
 from rftlab.data import DataError, Problem
@@ -208,7 +208,6 @@ def test_incremental_selection_equals_the_reference(paths):
     assert [text for text, _ in selection.paths] == reference_selection(paths)
 
 
-def test_problem_dataclass_is_what_reject_reads():
-    problem = Problem("0", "q", "#### 10", "10")
-    result = reject([problem], [])
-    assert result.selections[0].paths == [] and list(result.records())[0]["source"] == "gold"
+def test_problems_without_samples_keep_their_gold_solution():
+    result = reject([Problem("7", "q", "#### 10", "10")], [])
+    assert list(result.records()) == [{"query": "q", "response": "#### 10", "id": "7", "source": "gold"}]
