@@ -44,6 +44,7 @@ def test_key_removes_all_whitespace_and_keeps_order():
     assert equation_key("<<5*2=10>> <<2+3=5>>") != equation_key("<<2+3=5>> <<5*2=10>>")
     assert equation_key("no annotations\n#### 10") == ""
     assert equation_key("<<5+5=11>>") is None
+    assert equation_key("<<2=2|3=3>>") is None  # one annotation, whose right side is not a number
 
 
 def test_farther_path_of_a_known_key_replaces_the_kept_one(tmp_path):

@@ -67,7 +67,8 @@ def extract_flexible(completion: str) -> str | None:
     return _valid(_harness_normalise(last))
 
 
-EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+Extractor = Callable[[str], str | None]
+EXTRACTORS: dict[str, Extractor] = {
     "gsm8k": extract_gsm8k,
     "strict": extract_strict,
     "flexible": extract_flexible,
@@ -75,7 +76,7 @@ EXTRACTORS: dict[str, Callable[[str], str | None]] = {
 DEFAULT_EXTRACTOR = "gsm8k"
 
 
-def get_extractor(name: str) -> Callable[[str], str | None]:
+def get_extractor(name: str) -> Extractor:
     """The extractor called `name`; ValueError names the valid choices otherwise."""
     try:
         return EXTRACTORS[name]

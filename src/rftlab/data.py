@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 import orjson
 
@@ -53,14 +53,12 @@ class Problem:
     answer: str
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One sampled reasoning path; `line` is its 1-based line in `path`."""
+class Sample(NamedTuple):
+    """One sampled reasoning path; `line` is its 1-based line in its file."""
 
     id: str
     response: str
     model: str | None
-    path: str
     line: int
 
 
@@ -141,12 +139,13 @@ def read_problems(path: str | os.PathLike[str]) -> list[Problem]:
 def iter_samples(path: str | os.PathLike[str], progress: Progress | None = None) -> Iterator[Sample]:
     """The sampled paths of a file in file order (the sampling order); DataError on a bad line."""
     for line, record in iter_jsonl(path, progress):
-        sample_id = _id_field(record, path, line)
-        if sample_id is None:
-            raise DataError(path, line, "missing field 'id'")
-        response = _text_field(record, "response", path, line)
-        model = record.get("model")
-        yield Sample(sample_id, response, None if model is None else str(model), str(path), line)
+        sample_id, response, model = record.get("id"), record.get("response"), record.get("model")
+        if type(sample_id) is not str or type(response) is not str:  # the common case costs two checks
+            sample_id = _id_field(record, path, line)
+            if sample_id is None:
+                raise DataError(path, line, "missing field 'id'")
+            response = _text_field(record, "response", path, line)
+        yield Sample(sample_id, response, model if model is None or type(model) is str else str(model), line)
 
 
 @contextlib.contextmanager

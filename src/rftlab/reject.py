@@ -24,18 +24,25 @@ from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
-from rftlab.answers import DEFAULT_EXTRACTOR, get_extractor, same_number
+from rftlab.answers import DEFAULT_EXTRACTOR, Extractor, get_extractor, same_number
 from rftlab.calculator import annotations, check_equation
-from rftlab.data import DataError, Problem, iter_samples
+from rftlab.data import DataError, Problem, Progress, iter_samples
 
 STATS_FORMAT = "rftlab.reject-stats/1"
 _WHITESPACE_RE = re.compile(r"\s+")
-_check_cached = functools.lru_cache(maxsize=1 << 20)(check_equation)
 
 
 def equation_key(text: str) -> str | None:
     """The de-duplication key of a path, or None when one of its annotations does not check."""
-    found = annotations(text)
+    return _key_of_annotations(tuple(annotations(text)))
+
+
+_check_cached = functools.lru_cache(maxsize=1 << 20)(check_equation)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _key_of_annotations(found: tuple[str, ...]) -> str | None:
+    """Paths share equation lists (and equations) far more often than not: both checks are cached."""
     if not all(_check_cached(equation) for equation in found):
         return None
     return _WHITESPACE_RE.sub("", "|".join(found))
@@ -45,15 +52,17 @@ class FarthestPaths:
     """Algorithm 1 for one problem: one kept path per key, the one farthest from the others.
 
     The pairwise distances of the kept paths and each one's sum to the others are maintained as paths
-    come and go, so an offer costs one distance per kept path.
+    come and go, so an offer costs one distance per kept path; a text that lost while the kept paths
+    stayed the same loses again, so repeated samples cost nothing.
     """
 
-    __slots__ = ("_index", "_rows", "_sums", "paths")
+    __slots__ = ("_index", "_losers", "_rows", "_sums", "paths")
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
         self._rows: list[array[int]] = []
         self._sums: list[int] = []
+        self._losers: set[str] = set()
         self.paths: list[tuple[str, str]] = []
         """Kept (response, source) pairs, in order of their key's first appearance."""
 
@@ -61,8 +70,12 @@ class FarthestPaths:
         slot = self._index.get(key)
         if slot is None:
             self._add(key, text, source)
-        elif text != self.paths[slot][0]:
-            self._maybe_replace(slot, text, source)
+        elif text == self.paths[slot][0] or text in self._losers:
+            return
+        elif not self._replaces(slot, text, source):
+            self._losers.add(text)
+            return
+        self._losers.clear()
 
     def _add(self, key: str, text: str, source: str) -> None:
         distances = [Levenshtein.distance(text, kept) for kept, _ in self.paths]
@@ -76,13 +89,14 @@ class FarthestPaths:
         self._sums.append(sum(distances))
         self.paths.append((text, source))
 
-    def _maybe_replace(self, slot: int, text: str, source: str) -> None:
+    def _replaces(self, slot: int, text: str, source: str) -> bool:
+        """Puts `text` in `slot` when it is farther from the other kept paths; tells whether it did."""
         distances = [
             0 if other == slot else Levenshtein.distance(text, kept) for other, (kept, _) in enumerate(self.paths)
         ]
         total = sum(distances)
         if total <= self._sums[slot]:
-            return
+            return False
         old_row = self._rows[slot]
         for other, distance in enumerate(distances):
             if other != slot:
@@ -91,6 +105,7 @@ class FarthestPaths:
         self._rows[slot] = array("l", distances)
         self._sums[slot] = total
         self.paths[slot] = (text, source)
+        return True
 
 
 class AllPaths:
@@ -150,8 +165,6 @@ def reject(
 
     `show_progress=None` shows a progress bar on stderr when it is a terminal.
     """
-    extract = get_extractor(extractor)
-    position = {problem.id: index for index, problem in enumerate(problems)}
     n = len(problems)
     selector = FarthestPaths if dedup else AllPaths
     result = Rejection(
@@ -172,30 +185,45 @@ def reject(
         total=total_bytes, unit="B", unit_scale=True, desc="reject", file=sys.stderr,
         disable=None if show_progress is None else not show_progress,
     ) as bar:  # fmt: skip
+        position = {problem.id: index for index, problem in enumerate(problems)}
         for file_index, path in enumerate(sample_paths):
-            counts = FileCounts(str(path))
-            result.files.append(counts)
-            default_source = Path(path).stem
-            for sample in iter_samples(path, bar):
-                index = position.get(sample.id)
-                if index is None:
-                    raise DataError(path, sample.line, f"no problem with id {sample.id!r} in the train file")
-                counts.samples += 1
-                result.samples[index] += 1
-                if not same_number(extract(sample.response), problems[index].answer):
-                    continue
-                counts.correct += 1
-                result.correct[index] += 1
-                if result.first_correct_file[index] < 0:
-                    result.first_correct_file[index] = file_index
-                    result.first_correct_sample[index] = result.samples[index]
-                key = equation_key(sample.response)
-                if key is None:
-                    continue
-                counts.checked += 1
-                result.checked[index] += 1
-                result.selections[index].offer(key, sample.response, sample.model or default_source)
+            result.files.append(_read_sample_file(result, position, file_index, path, get_extractor(extractor), bar))
     return result
+
+
+def _read_sample_file(
+    result: Rejection,
+    position: dict[str, int],
+    file_index: int,
+    path: str | os.PathLike[str],
+    extract: Extractor,
+    bar: Progress,
+) -> FileCounts:
+    """Offers the checked paths of one file to their problems' selections; counts what it saw."""
+    answers = [problem.answer for problem in result.problems]
+    samples, correct, checked = result.samples, result.correct, result.checked
+    first_file, first_sample, selections = result.first_correct_file, result.first_correct_sample, result.selections
+    counts = FileCounts(str(path))
+    default_source = Path(path).stem
+    for sample in iter_samples(path, bar):
+        index = position.get(sample.id)
+        if index is None:
+            raise DataError(path, sample.line, f"no problem with id {sample.id!r} in the train file")
+        counts.samples += 1
+        samples[index] += 1
+        if not same_number(extract(sample.response), answers[index]):
+            continue
+        counts.correct += 1
+        correct[index] += 1
+        if first_file[index] < 0:
+            first_file[index], first_sample[index] = file_index, samples[index]
+        key = equation_key(sample.response)
+        if key is None:
+            continue
+        counts.checked += 1
+        checked[index] += 1
+        selections[index].offer(key, sample.response, sample.model or default_source)
+    return counts
 
 
 def _file_size(path: str | os.PathLike[str]) -> int:
