@@ -26,7 +26,8 @@ from rapidfuzz.distance import Levenshtein
 
 from rftlab.calculator import annotations, check_equation
 
-GSM8K_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
+GSM8K_DIR = os.environ.get("RFTLAB_GSM8K_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+GSM8K_TRAIN = Path(GSM8K_DIR) / "train.jsonl"
 FILLERS = ["So ", "Then ", "We know that ", "First, ", "Next, ", "This means ", "Thus, ", "Now "]
 ENDINGS = [" in total.", " altogether.", " overall.", "!", " as a result."]
 BINARY_RE = re.compile(r"<<(\d+(?:\.\d+)?)([+*])(\d+(?:\.\d+)?)=")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+GSM8K_DIR = Path(
+    os.environ.get("RFTLAB_GSM8K_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+)
 
 
 def write_lines(path: Path, records: list[dict | str]) -> Path:
