@@ -222,7 +222,7 @@ def arithmetic(draw, depth=4):
 def python_value(expression):
     try:
         value = eval(expression)
-    except (ArithmeticError, ValueError):
+    except (ArithmeticError, ValueError, TypeError):  # TypeError: arithmetic on a complex value
         return None
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
