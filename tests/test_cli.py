@@ -5,12 +5,12 @@ import pytest
 
 from rftlab.cli import main
 
-LIGHT_MODULES = ["rftlab.cli", "rftlab.answers", "rftlab.calculator", "rftlab.data", "rftlab.reject"]
+LIGHT_MODULES = ["rftlab.cli", "rftlab.answers", "rftlab.calculator", "rftlab.data", "rftlab.reject", "rftlab.toyworld"]
 
 
-def test_core_imports_neither_torch_nor_transformers():
+def test_core_and_command_line_import_neither_torch_nor_transformers():
     code = (
-        f"import sys; import {', '.join(LIGHT_MODULES)}; "
+        f"import sys; import {', '.join(LIGHT_MODULES)}; rftlab.cli.build_parser(); "
         "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; print(heavy)"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -20,7 +20,7 @@ def test_core_imports_neither_torch_nor_transformers():
 def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "rftlab", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    assert "reject" in result.stdout
+    assert all(command in result.stdout for command in ("toyworld", "pretrain", "sft", "reject"))
 
 
 @pytest.mark.parametrize("argv", [[], ["reject"], ["reject", "--train", "t.jsonl", "s.jsonl"], ["nonsense"]])

@@ -57,6 +57,158 @@ def _add_reject(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_reject)
 
 
+def _toyworld(args: argparse.Namespace) -> int:
+    from rftlab.toyworld import WorldConfig, write_toyworld
+
+    people = tuple(int(n) for n in args.people.split(","))
+    config = WorldConfig(
+        people=people,
+        cost_share=args.cost_share,
+        distractors=args.distractors,
+        surface=args.surface,
+        canonical=args.canonical,
+    )
+    summary = write_toyworld(args.out, args.n_train, args.n_test, args.seed, config, args.corpus_docs)
+    print(
+        f"{args.out}: {summary['train']:,} train and {summary['test']:,} test problems, "
+        f"pre-training corpus of {summary['pretrain_docs']:,} documents ({summary['pretrain_chars']:,} characters)"
+    )
+    return 0
+
+
+def _add_toyworld(commands: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    from rftlab.toyworld import DEFAULT_CONFIG, DEFAULT_CORPUS_DOCS, SURFACES
+
+    parser = commands.add_parser(
+        "toyworld",
+        help="generate a toy-world data set (train, test, pre-training corpus)",
+        description="Generate GSM-style problems whose quantities form a small dependency graph, with "
+        "calculator-annotated solutions (one randomly drawn strategy each), a test split disjoint by a hash of "
+        "each problem, and a pre-training corpus that never contains a train or test question.",
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--n-train", type=int, default=4000, help="train problems (default 4000)")
+    parser.add_argument("--n-test", type=int, default=500, help="test problems (default 500)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--surface", choices=SURFACES, default=DEFAULT_CONFIG.surface, help="text style")
+    parser.add_argument("--canonical", action="store_true", help="one fixed solution strategy (no path diversity)")
+    parser.add_argument("--people", default=",".join(map(str, DEFAULT_CONFIG.people)), help="mix of people per problem")
+    parser.add_argument("--cost-share", type=float, default=DEFAULT_CONFIG.cost_share, help="share of cost questions")
+    parser.add_argument("--distractors", type=int, default=DEFAULT_CONFIG.distractors, help="most distractor facts")
+    parser.add_argument("--corpus-docs", type=int, default=DEFAULT_CORPUS_DOCS, help="pre-training documents")
+    parser.set_defaults(handler=_toyworld)
+
+
+def _recipe_from(args: argparse.Namespace, name: str):
+    from rftlab.train import recipe_with
+
+    return recipe_with(
+        name,
+        learning_rate=args.lr,
+        global_batch=args.batch_size,
+        device_batch=args.device_batch,
+        save_every=args.save_every,
+        epochs=args.epochs,
+        tokens=args.tokens,
+        **{key: getattr(args, key) for key in ("template", "max_length") if key in args},
+    )
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from rftlab.train import pretrain
+
+    metadata = pretrain(
+        args.corpus,
+        args.out,
+        preset=args.preset,
+        recipe=_recipe_from(args, "toy-pretrain"),
+        seed=args.seed,
+        overwrite=args.overwrite,
+        show_progress=False if args.quiet else None,
+    )
+    print(
+        f"{args.out}: {metadata['parameters']:,} parameters, {metadata['tokens_seen']:,} tokens, "
+        f"held-out loss {metadata['heldout_loss']:.4f}"
+    )
+    return 0
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from rftlab.train import default_recipe, sft
+
+    recipe = _recipe_from(args, args.recipe or default_recipe(args.model))
+    metadata = sft(
+        args.model,
+        args.data,
+        args.out,
+        recipe=recipe,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        show_progress=False if args.quiet else None,
+    )
+    print(
+        f"{args.out}: {metadata['examples']:,} examples, {metadata['steps']:,} steps, "
+        f"{metadata['tokens_seen']:,} tokens, final training loss {metadata['train_loss']:.4f}"
+    )
+    return 0
+
+
+def _add_training_options(parser: argparse.ArgumentParser, budget_help: str) -> None:
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--tokens", type=int, help=f"budget in non-padding tokens seen ({budget_help})")
+    budget.add_argument("--epochs", type=float, help="budget in passes over the data")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--batch-size", type=int, help="global batch (examples per optimiser step)")
+    parser.add_argument("--device-batch", type=int, help="examples per forward pass; the rest is accumulated")
+    parser.add_argument("--save-every", type=int, help="optimiser steps between resumable checkpoints")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="retrain even if OUT holds a finished model")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_pretrain(commands: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    from rftlab.models import DEFAULT_PRESET, PRESETS
+
+    parser = commands.add_parser(
+        "pretrain",
+        help="train a toy base model from scratch on a corpus",
+        description="Train a toy base model (a Llama of the given size, character tokenizer) from scratch; "
+        "the held-out loss on the corpus is saved in OUT/rftlab.json. Resumes if interrupted.",
+    )
+    parser.add_argument("--corpus", required=True, type=Path, help="text, documents separated by blank lines")
+    parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="model size")
+    parser.add_argument("--out", required=True, type=Path, metavar="CKPT", help="checkpoint folder")
+    _add_training_options(parser, "toy default 5M")
+    parser.set_defaults(handler=_pretrain)
+
+
+def _add_sft(commands: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    from rftlab.data import PROMPT_TEMPLATES
+    from rftlab.train import RECIPES
+
+    parser = commands.add_parser(
+        "sft",
+        help="supervised fine-tuning, loss on the response only",
+        description="Fine-tune a model on a problem file (GSM8K-style or RFT data) with the loss on the response "
+        "and EOS only. Toy checkpoints default to the toy recipe, other models to the paper's (3 epochs, "
+        "global batch 128, lr 2e-5, 3% warm-up, cosine). Resumes if interrupted.",
+    )
+    parser.add_argument("--model", required=True, metavar="CKPT_OR_HF_ID", help="checkpoint folder, hub id or .gguf")
+    parser.add_argument("--data", required=True, type=Path, metavar="TRAIN.jsonl", help="problems or RFT data")
+    parser.add_argument("--out", required=True, type=Path, metavar="CKPT", help="checkpoint folder")
+    parser.add_argument("--recipe", choices=[r for r in RECIPES if "pretrain" not in r], help="settings to start from")
+    parser.add_argument("--template", choices=list(PROMPT_TEMPLATES), help="prompt template")
+    parser.add_argument("--max-length", type=int, help="longest example in tokens")
+    _add_training_options(parser, "toy default 3M")
+    parser.set_defaults(handler=_sft)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rftlab",
@@ -64,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rftlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_toyworld(commands)
+    _add_pretrain(commands)
+    _add_sft(commands)
     _add_reject(commands)
     return parser
 
@@ -75,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except DataError as error:
+    except (DataError, FileExistsError, ValueError) as error:
         print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -25,6 +25,15 @@ import orjson
 from rftlab.answers import extract_gsm8k
 
 KEY_CONVENTIONS = (("query", "response"), ("question", "answer"))
+PROMPT_TEMPLATES = {
+    # The paper's (Alpaca, no input): the response follows "### Response:" directly.
+    "alpaca": (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        "\n\n### Instruction:\n{query}\n\n### Response:"
+    ),
+    # The toy world's: short, so that tiny models spend their capacity on the solution.
+    "compact": "Q: {query}\nA: ",
+}
 _PROGRESS_BYTES = 1 << 20
 
 
@@ -115,8 +124,11 @@ def _id_field(record: dict[str, Any], path: str | os.PathLike[str], line: int) -
     return str(value)
 
 
-def read_problems(path: str | os.PathLike[str]) -> list[Problem]:
-    """All problems of a file, in file order; DataError on a bad line or a duplicate id."""
+def read_problems(path: str | os.PathLike[str], unique_ids: bool = True) -> list[Problem]:
+    """All problems of a file, in file order; DataError on a bad line or (with `unique_ids`) a repeated id.
+
+    RFT data repeats a problem's id on each of its paths: read it with `unique_ids=False`.
+    """
     problems: list[Problem] = []
     seen: set[str] = set()
     for line, record in iter_jsonl(path):
@@ -129,7 +141,7 @@ def read_problems(path: str | os.PathLike[str]) -> list[Problem]:
         problem_id = _id_field(record, path, line)
         if problem_id is None:
             problem_id = str(line - 1)
-        if problem_id in seen:
+        if unique_ids and problem_id in seen:
             raise DataError(path, line, f"duplicate problem id {problem_id!r}")
         seen.add(problem_id)
         problems.append(Problem(problem_id, query, response, answer))

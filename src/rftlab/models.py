@@ -1,0 +1,144 @@
+"""Tokenizers, model presets and loading: every toy checkpoint is an ordinary Hugging Face folder.
+
+The toy tokenizer is character-level (printable ASCII, one token per character, BOS added in front),
+built offline as a `transformers` fast tokenizer and saved with each checkpoint. Toy models are Llama
+configurations from about 0.2M to 10M parameters, so `AutoModelForCausalLM` (and vLLM on a GPU) load
+them like any other model. Real models load by hub id, local folder or `.gguf` file through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+METADATA_FILE = "rftlab.json"
+CHECKPOINT_FORMAT = "rftlab.checkpoint/1"
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+CHARACTERS = [c for c in string.printable if c not in "\r\x0b\x0c"]  # 97: letters, digits, punctuation, space, \t, \n
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A toy model size: hidden width, layers, attention heads, MLP width."""
+
+    hidden: int
+    layers: int
+    heads: int
+    mlp: int
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(32, 1, 2, 96),  # for tests
+    "xs": Preset(96, 2, 4, 256),
+    "s": Preset(128, 3, 4, 352),
+    "m": Preset(128, 4, 4, 352),
+    "l": Preset(192, 4, 6, 512),
+    "xl": Preset(256, 6, 8, 688),
+    "xxl": Preset(384, 6, 6, 1024),
+}
+DEFAULT_PRESET = "m"
+TOY_CONTEXT = 512
+
+
+def char_tokenizer() -> PreTrainedTokenizerBase:
+    """The toy world's character-level tokenizer (no training needed)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [PAD, BOS, EOS, UNK]
+    vocab = {token: index for index, token in enumerate(specials + CHARACTERS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        model_max_length=TOY_CONTEXT,
+        split_special_tokens=True,  # text "</s>" is five characters, never an EOS
+    )
+
+
+def toy_config(preset: str, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """A Llama configuration of the named size for the given tokenizer."""
+    from transformers import LlamaConfig
+
+    try:
+        size = PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}") from None
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.hidden,
+        intermediate_size=size.mlp,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.heads,
+        max_position_embeddings=TOY_CONTEXT,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def new_toy_model(preset: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A freshly initialised toy model; the same seed gives the same weights."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(toy_config(preset, tokenizer))
+
+
+def count_parameters(model: PreTrainedModel, non_embedding: bool = False) -> int:
+    """Parameters of a model (tied weights once); `non_embedding` leaves the token embeddings out."""
+    total = sum(parameter.numel() for parameter in model.parameters())
+    if non_embedding:
+        total -= model.get_input_embeddings().weight.numel()
+    return total
+
+
+def load_model(
+    name: str | Path, dtype: str = "auto", device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a checkpoint folder, a hub id, or a `.gguf` file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    location, extra = str(name), {}
+    if location.endswith(".gguf"):
+        path = Path(location)
+        location, extra = str(path.parent), {"gguf_file": path.name}
+    tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def read_metadata(checkpoint: str | Path) -> dict[str, Any]:
+    """rftlab's record of how a checkpoint was made (empty for checkpoints from elsewhere)."""
+    path = Path(checkpoint) / METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_metadata(checkpoint: str | Path, metadata: dict[str, Any]) -> None:
+    """Saves rftlab's record beside the weights."""
+    from rftlab.data import write_json
+
+    write_json(Path(checkpoint) / METADATA_FILE, {"format": CHECKPOINT_FORMAT, **metadata})

@@ -1,0 +1,143 @@
+"""Tokenizer, presets, response-only loss, training and checkpoints (tiny models, a few steps)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+from rftlab.models import CHARACTERS, PRESETS, char_tokenizer, count_parameters, new_toy_model
+from rftlab.train import IGNORE_INDEX, corpus_documents, packed_blocks, recipe_with, sft_example, train_causal_lm
+
+QUERY, RESPONSE = "Ann has 7. Bob has 3 more. How many in all?", "Bob=<<7+3=10>>10\nTotal=<<7+10=17>>17\n#### 17"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return char_tokenizer()
+
+
+TOKENIZER = char_tokenizer()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=CHARACTERS, max_size=200) | st.sampled_from(["<s>", "</s>x", "<pad><unk>"]))
+def test_tokenizer_round_trip(text):
+    ids = TOKENIZER(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)  # one token a character; special-token text is plain text
+    assert TOKENIZER.decode(ids) == text
+
+
+def test_tokenizer_adds_bos_and_survives_save_and_load(tokenizer, tmp_path):
+    ids = tokenizer(QUERY)["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and len(ids) == len(QUERY) + 1
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded(QUERY + "\n" + RESPONSE)["input_ids"] == tokenizer(QUERY + "\n" + RESPONSE)["input_ids"]
+    assert (reloaded.pad_token, reloaded.eos_token) == ("<pad>", "</s>")
+
+
+def test_presets_span_the_size_ladder(tokenizer):
+    sizes = {name: count_parameters(new_toy_model(name, tokenizer, 0)) for name in PRESETS if name != "tiny"}
+    assert 150_000 < sizes["xs"] < 300_000
+    assert 700_000 < sizes["m"] < 1_000_000
+    assert 9_000_000 < sizes["xxl"] < 12_000_000
+    assert list(sizes.values()) == sorted(sizes.values())
+
+
+def test_sft_labels_cover_response_and_eos_only(tokenizer):
+    example = sft_example(tokenizer, QUERY, RESPONSE, "compact", 256)
+    prompt_length = len("Q: " + QUERY + "\nA: ") + 1  # + BOS
+    assert example["labels"][:prompt_length] == [IGNORE_INDEX] * prompt_length
+    assert example["labels"][prompt_length:] == example["input_ids"][prompt_length:]
+    assert example["input_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(example["input_ids"][prompt_length:-1]) == RESPONSE
+
+
+def test_loss_ignores_the_prompt(tokenizer):
+    model = new_toy_model("tiny", tokenizer, 0)
+    examples = [
+        sft_example(tokenizer, QUERY, RESPONSE, "compact", 256),
+        sft_example(tokenizer, "Hi?", "#### 1", "compact", 256),
+    ]
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)(examples)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.detach()
+    logits.requires_grad_(True)
+    targets = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+    assert torch.allclose(model(**batch).loss, loss, atol=1e-6)
+    loss.backward()
+    predicts_prompt = targets == IGNORE_INDEX
+    assert logits.grad[:, :-1][predicts_prompt].abs().max() == 0  # prompt predictions do not move the loss
+    assert logits.grad[:, :-1][~predicts_prompt].abs().max() > 0
+
+
+def mean_loss(model, tokenizer, examples):
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)(examples)
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_training_lowers_the_loss_and_checkpoints_reload_identically(tokenizer, tmp_path):
+    examples = [sft_example(tokenizer, f"Ann has {n}. Total?", f"#### {n}", "compact", 64) for n in range(40)]
+    model = new_toy_model("tiny", tokenizer, 0)
+    before = mean_loss(model, tokenizer, examples)
+    recipe = recipe_with("toy-sft", epochs=3.0, global_batch=8, device_batch=8, log_every=5)
+    facts = train_causal_lm(model, tokenizer, examples, tmp_path, recipe, 0, description="test", show_progress=False)
+    after = mean_loss(model, tokenizer, examples)
+    assert facts["steps"] == 15 and after < 0.8 * before
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    batch = torch.tensor([tokenizer(QUERY)["input_ids"]])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, reloaded(batch).logits)
+    assert not list((tmp_path / "trainer").glob("checkpoint-*"))
+
+
+def test_corpus_blocks_are_packed_with_bos_and_eos(tokenizer):
+    documents = corpus_documents("doc one\n\n\ndoc two\nline\n\n")
+    assert documents == ["doc one", "doc two\nline"]
+    blocks = packed_blocks(tokenizer, documents, 8)
+    stream = [i for block in blocks for i in block["input_ids"]]
+    assert all(len(block["input_ids"]) == 8 for block in blocks)
+    assert stream[0] == tokenizer.bos_token_id and tokenizer.eos_token_id in stream
+
+
+def pretrain_command(corpus: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "rftlab", "pretrain", "--corpus", str(corpus), "--out", str(out), "--preset", "tiny",
+        "--tokens", "60000", "--batch-size", "4", "--device-batch", "4", "--save-every", "5", "--quiet",
+    ]  # fmt: skip
+
+
+def test_pretraining_resumes_after_a_kill(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Ann has {n}. Bob has {n + 3}.\n<<{n}+3={n + 3}>>" for n in range(400)) + "\n")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(pretrain_command(corpus, straight), check=True, capture_output=True)
+
+    process = subprocess.Popen(pretrain_command(corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((killed / "trainer").glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    subprocess.run(pretrain_command(corpus, killed), check=True, capture_output=True)
+
+    facts = [json.loads((folder / "rftlab.json").read_text()) for folder in (straight, killed)]
+    assert facts[1]["resumed"] and not facts[0]["resumed"]
+    assert facts[0]["steps"] == facts[1]["steps"]
+    a, b = (AutoModelForCausalLM.from_pretrained(folder).state_dict() for folder in (straight, killed))
+    assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
+    assert facts[0]["heldout_loss"] == pytest.approx(facts[1]["heldout_loss"], abs=1e-5)
