@@ -11,6 +11,95 @@ from rftlab import __version__
 EXIT_BAD_INPUT = 2
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from rftlab.sample import SamplingSettings, run_sampling
+
+    settings = SamplingSettings(
+        k=args.k,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        template=args.template,
+        batch_size=args.batch_size,
+    )
+    run_sampling(args.model, args.data, args.out, settings, label=args.label, dtype=args.dtype,
+                 show_progress=False if args.quiet else None)  # fmt: skip
+    print(f"{args.out}: {args.k} path(s) per problem")
+    return 0
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    from rftlab.data import PROMPT_TEMPLATES
+
+    parser.add_argument("--seed", type=int, default=0, help="seed: paths are a function of (seed, problem, index)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens (paper: 256)")
+    parser.add_argument("--template", choices=list(PROMPT_TEMPLATES), default="compact", help="prompt template")
+    parser.add_argument("--batch-size", type=int, default=256, help="rows (prompts x k) per batch")
+    parser.add_argument("--dtype", default="float32", help="model dtype for sampling (float32, bfloat16)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_sample(commands: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    parser = commands.add_parser(
+        "sample",
+        help="sample k reasoning paths per problem (resumable)",
+        description="Sample k reasoning paths per problem. Paths are appended a batch of problems at a time; "
+        "rerunning the same command after an interruption continues where it stopped and gives the same file. "
+        "Under `accelerate launch`, ranks split the problems and the shards are merged.",
+    )
+    parser.add_argument("--model", required=True, metavar="CKPT", help="checkpoint folder, hub id or .gguf")
+    parser.add_argument("--data", required=True, type=Path, metavar="TRAIN.jsonl", help="problems")
+    parser.add_argument("--out", required=True, type=Path, metavar="SAMPLES.jsonl", help="sample file")
+    parser.add_argument("-k", type=int, default=1, help="paths per problem (default 1)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default 0.7, the paper's)")
+    parser.add_argument("--label", help="the `model` field of the records (default: the checkpoint's name)")
+    _add_sampling_options(parser)
+    parser.set_defaults(handler=_sample)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rftlab.evaluate import evaluate_model, evaluate_sample_files, summary_table
+
+    if args.samples:
+        summary = evaluate_sample_files(args.data, args.samples, args.out, args.extractor, args.k)
+    else:
+        summary = evaluate_model(
+            args.model, args.data, args.out, k=args.k, temperature=args.temperature, seed=args.seed,
+            extractor=args.extractor, show_progress=False if args.quiet else None,
+            sampling={"top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": args.template,
+                      "batch_size": args.batch_size},
+        )  # fmt: skip
+    print(summary_table(summary))
+    return 0
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    from rftlab.answers import DEFAULT_EXTRACTOR, EXTRACTORS
+
+    parser = commands.add_parser(
+        "eval",
+        help="maj1@1 (greedy), maj1@k and pass@k of a model, or scores of existing samples",
+        description="With --model: greedy maj1@1 on the problems and, with -k, maj1@k (majority vote, ties to the "
+        "answer seen first) and unbiased pass@k from k samples. With --samples: scores paths that already exist.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="CKPT", help="checkpoint folder, hub id or .gguf")
+    source.add_argument("--samples", nargs="+", type=Path, metavar="SAMPLES.jsonl", help="existing sample files")
+    parser.add_argument("--data", required=True, type=Path, metavar="TEST.jsonl", help="problems")
+    parser.add_argument("--out", required=True, type=Path, metavar="EVAL.json", help="summary JSON")
+    parser.add_argument("-k", type=int, help="samples per problem for maj1@k and pass@k")
+    parser.add_argument("--temperature", type=float, default=0.7, help="for the k samples (default 0.7)")
+    parser.add_argument("--extractor", choices=sorted(EXTRACTORS), default=DEFAULT_EXTRACTOR, help="answer rule")
+    _add_sampling_options(parser)
+    parser.set_defaults(handler=_eval)
+
+
 def _reject(args: argparse.Namespace) -> int:
     from rftlab.data import read_problems, write_json, write_jsonl
     from rftlab.reject import reject, statistics, summary
@@ -219,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_toyworld(commands)
     _add_pretrain(commands)
     _add_sft(commands)
+    _add_sample(commands)
     _add_reject(commands)
+    _add_eval(commands)
     return parser
 
 
