@@ -134,8 +134,7 @@ class Derivation:
     def apply(self, base: int) -> int:
         return base + self.k if self.op == "+" else base - self.k if self.op == "-" else base * self.k
 
-    def expression(self, base: int | str) -> str:
-        """The defining arithmetic on a count, or on a name (the terse surface's formula)."""
+    def expression(self, base: int) -> str:
         return f"{base}{self.op}{self.k}"
 
 
@@ -169,8 +168,6 @@ class _Step(NamedTuple):
     value: int
     person: int | None = None
     other: int | None = None
-    formula: str = ""
-    """The step in names (`Ann+Bob`), written before the annotation on the terse surface."""
 
     @property
     def equation(self) -> str:
@@ -341,8 +338,7 @@ def _render(problem: ToyProblem, steps: list[_Step], answer: int, surface: str) 
             noun, items = _noun(problem.item, step.value), problem.item
             lines.append(_VERBOSE_LINES[step.role].format(name=name, other=other, calc=calc, noun=noun, items=items))
         elif surface == "terse":
-            label = _TERSE_LABELS[step.role].format(name=name)
-            lines.append(f"{label}={step.formula}=<<{step.equation}>>{step.value}")
+            lines.append(f"{_TERSE_LABELS[step.role].format(name=name)}=<<{step.equation}>>{step.value}")
         else:
             raise ValueError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
     return "\n".join([*lines, f"#### {answer}"])
@@ -366,38 +362,29 @@ def _derivation_steps(problem: ToyProblem, order: tuple[int, ...]) -> list[_Step
     for person in order:
         definition = problem.definitions[person]
         expression = definition.expression(problem.values[definition.source])
-        formula = definition.expression(problem.names[definition.source])
-        steps.append(_Step("derive", expression, problem.values[person], person, formula=formula))
+        steps.append(_Step("derive", expression, problem.values[person], person))
     return steps
 
 
 def _tail_steps(problem: ToyProblem, strategy: Strategy) -> list[_Step]:
     """The summing (and pricing) steps after the derivations."""
-    values, names, price = problem.values, problem.names, problem.price
+    values, price = problem.values, problem.price
     if problem.kind == "cost" and strategy.distribute:
-        shares = [
-            _Step("share", f"{values[p]}*{price}", values[p] * price, p, formula=f"{names[p]}*{price}")
-            for p in strategy.operands
-        ]
-        terms = [(share.value, f"{names[share.person]} cost") for share in shares]
-        return shares + _sum_steps(terms, strategy.chain, "partial_cost", "cost")
-    steps = _sum_steps([(values[p], names[p]) for p in strategy.operands], strategy.chain, "partial", "total")
+        shares = [_Step("share", f"{values[p]}*{price}", values[p] * price, p) for p in strategy.operands]
+        return shares + _sum_steps([share.value for share in shares], strategy.chain, "partial_cost", "cost")
+    steps = _sum_steps([values[p] for p in strategy.operands], strategy.chain, "partial", "total")
     if problem.kind == "cost":
-        total = steps[-1].value
-        steps.append(_Step("cost", f"{total}*{price}", total * price, formula=f"Total*{price}"))
+        steps.append(_Step("cost", f"{steps[-1].value}*{price}", steps[-1].value * price))
     return steps
 
 
-def _sum_steps(terms: list[tuple[int, str]], chain: bool, partial_role: str, final_role: str) -> list[_Step]:
-    """One n-ary sum, or a chain of pairwise running sums; terms are (value, name) pairs."""
-    values, symbols = [value for value, _ in terms], [symbol for _, symbol in terms]
+def _sum_steps(terms: list[int], chain: bool, partial_role: str, final_role: str) -> list[_Step]:
     if not chain or len(terms) < 3:
-        return [_Step(final_role, "+".join(map(str, values)), sum(values), formula="+".join(symbols))]
-    steps, running, symbol = [], values[0], symbols[0]
-    for index, (value, name) in enumerate(terms[1:], start=2):
-        role = final_role if index == len(terms) else partial_role
-        steps.append(_Step(role, f"{running}+{value}", running + value, formula=f"{symbol}+{name}"))
-        running, symbol = running + value, "Sum"
+        return [_Step(final_role, "+".join(map(str, terms)), sum(terms))]
+    steps, running = [], terms[0]
+    for index, term in enumerate(terms[1:], start=2):
+        steps.append(_Step(final_role if index == len(terms) else partial_role, f"{running}+{term}", running + term))
+        running += term
     return steps
 
 
@@ -585,8 +572,7 @@ def _other_family_doc(problem: ToyProblem, rng: random.Random, surface: str) -> 
         a, b = rng.choice(pairs)
         query = _statement(problem, "difference", surface, name=names[a], other=names[b])
         answer = values[a] - values[b]
-        difference = _Step("difference", f"{values[a]}-{values[b]}", answer, a, b, formula=f"{names[a]}-{names[b]}")
-        steps = [*_needed_steps(problem, (a, b)), difference]
+        steps = [*_needed_steps(problem, (a, b)), _Step("difference", f"{values[a]}-{values[b]}", answer, a, b)]
     return PROMPT_TEMPLATES["compact"].format(query=query) + _render(problem, steps, answer, surface)
 
 
