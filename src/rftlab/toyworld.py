@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import os
 import random
+import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -52,6 +53,7 @@ DRILL_SHARE, STATEMENT_SHARE = 0.2, 0.3
 """Shares of the pre-training documents; the rest are solved problems of other question families."""
 
 _TIMES_WORDS = {2: "twice", 3: "three times"}
+_SENTENCE_END_RE = re.compile(r"[.?!] ")
 _TERSE_LABELS = {
     "derive": "{name}",
     "share": "{name} cost",
@@ -84,9 +86,13 @@ _ASKS = {
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """The knobs of the world; the defaults give a GSM8K-like mix of 1-6 step problems."""
+    """The knobs of the world; the defaults give a GSM8K-like mix of 1-4 step problems.
 
-    people: tuple[int, ...] = (2, 3, 3, 4)
+    Two or three people by default: a 0.8M-parameter model learns them to a middling accuracy in minutes
+    (four-person problems stay near zero at that budget, which leaves RFT nothing to sample).
+    """
+
+    people: tuple[int, ...] = (2, 3)
     """Number of people, drawn uniformly from this tuple (repeat a value to weight it)."""
     max_leaf: int = 12
     cost_share: float = 0.3
@@ -531,10 +537,19 @@ def _drill_doc(rng: random.Random, config: WorldConfig) -> str:
 
 
 def _leaks(problem: ToyProblem, exclude: Collection[str], config: WorldConfig) -> bool:
-    """Whether the problem's facts, under any question and surface, make an excluded question."""
+    """Whether the problem's facts, under any question and surface, hold an excluded question.
+
+    A question asked of the last facts of a longer statement is inside it ("Bob has 3. Ann has 7. Dan has
+    12. How many in all?" holds "Ann has 7. Dan has 12. How many in all?"), so every sentence-start suffix
+    of the statement is checked.
+    """
     prices = range(config.price_range[0], config.price_range[1] + 1)
     variants = [replace(problem, kind="total", price=0), *(replace(problem, kind="cost", price=p) for p in prices)]
-    return any(variant.question(surface) in exclude for variant in variants for surface in SURFACES)
+    for text in (variant.question(surface) for variant in variants for surface in SURFACES):
+        starts = [0, *(match.end() for match in _SENTENCE_END_RE.finditer(text))]
+        if any(text[start:] in exclude for start in starts):
+            return True
+    return False
 
 
 def _fresh_problem(rng: random.Random, config: WorldConfig, exclude: Collection[str]) -> ToyProblem:
