@@ -100,6 +100,48 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_eval)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from rftlab.pipeline import DemoConfig, run_demo
+
+    config = DemoConfig(**{f.name: getattr(args, f.name) for f in fields(DemoConfig)})
+    results = run_demo(args.out, config, quiet=args.quiet)
+    from rftlab.report import demo_table
+
+    print(demo_table(results))
+    print("\nstage seconds: " + ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in results["seconds"].items()))
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    from rftlab.pipeline import DemoConfig
+
+    parser = commands.add_parser(
+        "demo",
+        help="the whole RFT loop on the toy world, with a report",
+        description="Toy world -> pre-train a base -> SFT -> sample k paths per train question -> reject -> RFT "
+        "from the base -> evaluate SFT and RFT -> report.md. Every stage is cached under --out: a second run "
+        "skips what exists, an interrupted run resumes.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    defaults = DemoConfig()
+    for name, kind, text in (
+        ("seed", int, "seed of every stage"), ("n_train", int, "train problems"), ("n_test", int, "test problems"),
+        ("preset", str, "model size"), ("pretrain_tokens", int, "pre-training budget"),
+        ("sft_tokens", int, "SFT budget (RFT: the same epochs over its data)"),
+        ("k", int, "paths sampled per train question"), ("temperature", float, "sampling temperature"),
+        ("eval_k", int, "samples per test question for maj1@k and pass@k"),
+    ):  # fmt: skip
+        default = getattr(defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} ({default})")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_demo)
+
+
 def _reject(args: argparse.Namespace) -> int:
     from rftlab.data import read_problems, write_json, write_jsonl
     from rftlab.reject import reject, statistics, summary
@@ -311,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_reject(commands)
     _add_eval(commands)
+    _add_demo(commands)
     return parser
 
 

@@ -195,6 +195,16 @@ def write_jsonl(path: str | os.PathLike[str], records: Iterator[dict[str, Any]] 
     return count
 
 
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """One JSON document; DataError when it cannot be read or parsed."""
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except OSError as error:
+        raise DataError(path, None, f"cannot read: {error.strerror}") from None
+    except orjson.JSONDecodeError as error:
+        raise DataError(path, None, f"malformed JSON ({error})") from None
+
+
 def write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Writes one JSON document (indented) atomically."""
     with atomic_writer(path) as handle:
