@@ -64,10 +64,12 @@ def _plot(out: Path, results: dict[str, Any], path: Path) -> None:
         lines.plot(list(by_steps), list(by_steps.values()), marker="o", label=name)
     bars.set_xticks(range(len(metrics)), [label for _, label in metrics])
     bars.set_ylabel("test accuracy (%)")
+    bars.set_ylim(0, 105)
     bars.set_title("SFT vs RFT on the toy world")
     bars.legend()
     lines.set_xlabel("solution steps")
     lines.set_ylabel("greedy test accuracy (%)")
+    lines.set_ylim(0, 105)
     lines.set_title("by difficulty")
     lines.legend()
     with atomic_writer(path) as handle:
