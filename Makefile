@@ -13,12 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# Until `rftlab demo` exists (toy world, training and sampling come first), say what it will do.
 demo: $(STAMP)
-	@echo "rftlab demo will run the whole RFT loop on the built-in toy world, on the CPU:"
-	@echo "  generate GSM-style problems -> pre-train a tiny base model -> SFT -> sample k paths per question"
-	@echo "  -> reject (correct, checked, distinct paths) -> RFT from the base -> evaluate SFT and RFT -> report.md"
-	@echo "Available now: rftlab reject (see README.md). $$($(BIN)/rftlab --version)"
+	$(BIN)/rftlab demo --out runs/demo
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
@@ -29,6 +25,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reject.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_sample.py
+	$(BIN)/python benchmarks/bench_toy_sft.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -23,6 +23,9 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 COMPACT_BELOW = 0.75
 """Finished rows leave the batch once fewer than this share of its rows are still running."""
+GROW = 32
+"""Cache slots added at a time. Attention reads the whole (contiguous) cache, with unused slots masked:
+cheaper than reading a slice of a longer one, which copies it."""
 
 
 def _signed(value: int) -> int:
@@ -103,8 +106,20 @@ class StaticCacheDecoder:
         self.keys = [like.new_zeros(shape) for _ in self.inner.layers]
         self.values = [like.new_zeros(shape) for _ in self.inner.layers]
 
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def _grow(self) -> None:
+        self.keys = [F.pad(cache, (0, 0, 0, GROW)) for cache in self.keys]
+        self.values = [F.pad(cache, (0, 0, 0, GROW)) for cache in self.values]
+
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, start: int, mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the last position; writes the keys and values of `tokens` at cache slots start..."""
+        """Logits of the last position; writes the keys and values of `tokens` at cache slots start...
+
+        `mask` is boolean [rows, 1, width, start + width] for a prompt (SDPA over the filled slots), or an
+        additive float bias [rows, 1, 1, capacity] for one decoding step (attention over the whole cache).
+        """
         rows, width = tokens.shape
         hidden = self.inner.embed_tokens(tokens)
         cos, sin = self.inner.rotary_emb(hidden, positions)
@@ -118,13 +133,26 @@ class StaticCacheDecoder:
             q, k = self._rotate(q, k, cos, sin)
             self.keys[index][:, :, start:end] = k
             self.values[index][:, :, start:end] = v
-            out = F.scaled_dot_product_attention(
-                q, self.keys[index][:, :, :end], self.values[index][:, :, :end], attn_mask=mask,
-                scale=self.scale, enable_gqa=self.kv_heads != self.heads,
-            )  # fmt: skip
+            if width == 1:
+                out = self._attend_one(q, self.keys[index], self.values[index], mask)
+            else:
+                keys, values = self.keys[index][:, :, :end], self.values[index][:, :, :end]
+                out = F.scaled_dot_product_attention(
+                    q, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=self.kv_heads != self.heads
+                )
             hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(rows, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return self.model.lm_head(self.inner.norm(hidden[:, -1]))
+
+    def _attend_one(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of one query per row: query heads grouped onto their key-value head."""
+        rows = q.shape[0]
+        grouped = q.reshape(rows, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
+        scores = torch.matmul(grouped, keys.transpose(-1, -2)) * self.scale + bias
+        out = torch.matmul(scores.softmax(dim=-1), values)
+        return out.reshape(rows, self.heads, 1, self.head_dim)
 
     @torch.inference_mode()
     def generate(
@@ -146,13 +174,13 @@ class StaticCacheDecoder:
         device = self.model.device
         rows, longest = len(prompts), max(len(p) for p in prompts)
         tokens = torch.full((rows, longest), pad_token_id, dtype=torch.long, device=device)
-        valid = torch.zeros((rows, longest + max_new_tokens), dtype=torch.bool, device=device)
+        valid = torch.zeros((rows, longest + max_new_tokens + GROW), dtype=torch.bool, device=device)
         for row, prompt in enumerate(prompts):
             tokens[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            valid[row, longest - len(prompt) :] = True
+            valid[row, longest - len(prompt) : longest] = True
         lengths = torch.tensor([len(p) for p in prompts], device=device)
         positions = (torch.arange(longest, device=device) - (longest - lengths)[:, None]).clamp(min=0)
-        self._allocate(rows, longest + max_new_tokens, self.inner.embed_tokens.weight)
+        self._allocate(rows, longest, self.inner.embed_tokens.weight)
         slots = torch.arange(longest, device=device)
         causal = (slots[None, :] <= slots[:, None])[None] & valid[:, None, :longest]
         causal |= torch.eye(longest, dtype=torch.bool, device=device)[None]  # padding attends to itself: no NaN
@@ -186,8 +214,12 @@ class StaticCacheDecoder:
                 active = [active[i] for i in running]
                 alive = [True] * len(running)
             slot = longest + step
+            if slot >= self.capacity:
+                self._grow()
             valid[:, slot] = True
             step_tokens = torch.tensor(chosen, dtype=torch.long, device=device)[:, None]
             step_positions = (lengths + step)[:, None]
-            logits = self._forward(step_tokens, step_positions, slot, valid[:, None, None, : slot + 1])
+            bias = torch.zeros((len(active), self.capacity), dtype=logits.dtype, device=device)
+            bias.masked_fill_(~valid[:, : self.capacity], float("-inf"))
+            logits = self._forward(step_tokens, step_positions, slot, bias[:, None, None, :])
         return outputs
