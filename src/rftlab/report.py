@@ -67,6 +67,7 @@ def _plot(out: Path, results: dict[str, Any], path: Path) -> None:
     bars.set_ylim(0, 105)
     bars.set_title("SFT vs RFT on the toy world")
     bars.legend()
+    lines.set_xticks(sorted({n for name in results["evaluations"] for n in _accuracy_by_steps(out, name)}))
     lines.set_xlabel("solution steps")
     lines.set_ylabel("greedy test accuracy (%)")
     lines.set_ylim(0, 105)
