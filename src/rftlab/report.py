@@ -53,7 +53,7 @@ def _plot(out: Path, results: dict[str, Any], path: Path) -> None:
     k = results["config"]["eval_k"]
     metrics = [("maj1@1", "maj1@1"), ("maj1@k", f"maj1@{k}"), ("pass@k", f"pass@{k}")]
     figure, (bars, lines) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    width = 0.38
+    width, steps = 0.38, set()
     for offset, (name, summary) in enumerate(results["evaluations"].items()):
         values = [summary.get(key, 0.0) for key, _ in metrics]
         positions = [i + (offset - 0.5) * width for i in range(len(metrics))]
@@ -61,13 +61,14 @@ def _plot(out: Path, results: dict[str, Any], path: Path) -> None:
         for x, value in zip(positions, values, strict=True):
             bars.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
         by_steps = _accuracy_by_steps(out, name)
+        steps |= set(by_steps)
         lines.plot(list(by_steps), list(by_steps.values()), marker="o", label=name)
     bars.set_xticks(range(len(metrics)), [label for _, label in metrics])
     bars.set_ylabel("test accuracy (%)")
     bars.set_ylim(0, 105)
     bars.set_title("SFT vs RFT on the toy world")
     bars.legend()
-    lines.set_xticks(sorted({n for name in results["evaluations"] for n in _accuracy_by_steps(out, name)}))
+    lines.set_xticks(sorted(steps))
     lines.set_xlabel("solution steps")
     lines.set_ylabel("greedy test accuracy (%)")
     lines.set_ylim(0, 105)
