@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SAMPLES_FORMAT = "rftlab.samples/1"
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt"}
 ANSWER_LINE = "#### "
 
 
@@ -154,6 +155,13 @@ def metadata_path(out: Path) -> Path:
     return out.with_name(out.name + ".meta.json")
 
 
+def _weights_fingerprint(model: str) -> list[list[Any]]:
+    """Name, size and modification time of a local model's weight files: retrained weights are another run."""
+    path = Path(model)
+    files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
 def _run_metadata(model: str, label: str, backend: str, data: Path, settings: SamplingSettings) -> dict[str, Any]:
     import torch
     import transformers
@@ -161,6 +169,7 @@ def _run_metadata(model: str, label: str, backend: str, data: Path, settings: Sa
     return {
         "format": SAMPLES_FORMAT,
         "model": model,
+        "weights": _weights_fingerprint(model),
         "label": label,
         "backend": backend,
         "data": str(data),
@@ -171,7 +180,7 @@ def _run_metadata(model: str, label: str, backend: str, data: Path, settings: Sa
 
 
 def _same_run(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    keys = ("model", "label", "backend", "data_sha256", "settings")
+    keys = ("model", "weights", "label", "backend", "data_sha256", "settings")
     return all(old.get(key) == new.get(key) for key in keys)
 
 
