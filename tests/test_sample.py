@@ -175,3 +175,15 @@ def test_evaluating_a_model_writes_paths_summary_and_predictions(tiny, tmp_path)
     assert len((tmp_path / "eval.samples.jsonl").read_text().splitlines()) == 15
     predictions = [json.loads(line) for line in (tmp_path / "eval.predictions.jsonl").read_text().splitlines()]
     assert [p["id"] for p in predictions] == [str(i) for i in range(5)] and predictions[0]["samples"]["n"] == 3
+
+
+def test_two_processes_under_accelerate_give_the_single_process_file(tiny, tmp_path):
+    data = problems_file(tmp_path, 20)
+    single, sharded = tmp_path / "single.jsonl", tmp_path / "sharded.jsonl"
+    subprocess.run(sample_command(tiny, data, single), check=True, capture_output=True)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]  # fmt: skip
+    result = subprocess.run(launcher + sample_command(tiny, data, sharded)[2:], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sharded.read_bytes() == single.read_bytes()
+    assert not list(tmp_path.glob("sharded.jsonl.rank*"))

@@ -96,6 +96,8 @@ def write_demo_report(out: Path, results: dict[str, Any]) -> str:
         "",
         "![accuracy](accuracy.png)",
         "",
+        "Stage times of this invocation (a stage already done under the output folder takes about 0 s):",
+        "",
         "| stage | seconds |",
         "|---|---|",
         timings,
