@@ -39,15 +39,16 @@ def main() -> None:
         model, tokenizer = load_model(folder, dtype=args.dtype)
     model.eval()
     train, _ = make_split(args.rows // args.k, 1, seed=0, config=DEFAULT_CONFIG)
-    prompts = [PROMPT_TEMPLATES["compact"].format(query=r["query"]) for r in train]
+    queries = [r["query"] for r in train]
+    prompts = [PROMPT_TEMPLATES["compact"].format(query=query) for query in queries]
     settings = SamplingSettings(k=args.k, temperature=0.7, max_new_tokens=args.max_new_tokens, batch_size=args.rows)
     keys = [[row_key(0, r["id"], j) for j in range(args.k)] for r in train]
     peak = matmul_peak_gflops()
 
     backend = HFBackend(model, tokenizer)
-    backend.generate(prompts[:2], keys[:2], settings)  # warm-up
+    backend.generate(queries[:2], keys[:2], settings)  # warm-up
     backend.generated_tokens, start = 0, time.perf_counter()
-    backend.generate(prompts, keys, settings)
+    backend.generate(queries, keys, settings)
     ours = backend.generated_tokens / (time.perf_counter() - start)
 
     tokenizer.padding_side = "left"

@@ -30,12 +30,14 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    from rftlab.data import PROMPT_TEMPLATES
+    from rftlab.data import TEMPLATE_CHOICES
 
     parser.add_argument("--seed", type=int, default=0, help="seed: paths are a function of (seed, problem, index)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens (paper: 256)")
-    parser.add_argument("--template", choices=list(PROMPT_TEMPLATES), default="compact", help="prompt template")
+    parser.add_argument(
+        "--template", choices=TEMPLATE_CHOICES, default="compact", help="prompt template (chat: the tokenizer's)"
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="rows (prompts x k) per batch")
     parser.add_argument("--dtype", default="float32", help="model dtype for sampling (float32, bfloat16)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -320,7 +322,7 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
 def _add_sft(commands: argparse._SubParsersAction) -> None:
     from pathlib import Path
 
-    from rftlab.data import PROMPT_TEMPLATES
+    from rftlab.data import TEMPLATE_CHOICES
     from rftlab.train import RECIPES
 
     parser = commands.add_parser(
@@ -334,7 +336,7 @@ def _add_sft(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, type=Path, metavar="TRAIN.jsonl", help="problems or RFT data")
     parser.add_argument("--out", required=True, type=Path, metavar="CKPT", help="checkpoint folder")
     parser.add_argument("--recipe", choices=[r for r in RECIPES if "pretrain" not in r], help="settings to start from")
-    parser.add_argument("--template", choices=list(PROMPT_TEMPLATES), help="prompt template")
+    parser.add_argument("--template", choices=TEMPLATE_CHOICES, help="prompt template (chat: the tokenizer's)")
     parser.add_argument("--max-length", type=int, help="longest example in tokens")
     _add_training_options(parser, "toy default 3M")
     parser.set_defaults(handler=_sft)

@@ -34,6 +34,9 @@ PROMPT_TEMPLATES = {
     # The toy world's: short, so that tiny models spend their capacity on the solution.
     "compact": "Q: {query}\nA: ",
 }
+CHAT_TEMPLATE = "chat"
+"""Not a string template: the tokenizer's own chat template, the question as the user's turn."""
+TEMPLATE_CHOICES = (*PROMPT_TEMPLATES, CHAT_TEMPLATE)
 _PROGRESS_BYTES = 1 << 20
 
 

@@ -131,6 +131,18 @@ def load_model(
     return model, tokenizer
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, query: str, template: str) -> list[int]:
+    """Token ids of the prompt for a question: a named template (BOS added as the tokenizer does), or `chat`,
+    the tokenizer's own chat template with the question as the user's turn."""
+    from rftlab.data import CHAT_TEMPLATE, PROMPT_TEMPLATES
+
+    if template == CHAT_TEMPLATE:
+        messages = [{"role": "user", "content": query}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes its own specials
+    return tokenizer(PROMPT_TEMPLATES[template].format(query=query), add_special_tokens=True)["input_ids"]
+
+
 def read_metadata(checkpoint: str | Path) -> dict[str, Any]:
     """rftlab's record of how a checkpoint was made (empty for checkpoints from elsewhere)."""
     path = Path(checkpoint) / METADATA_FILE

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from rftlab import __version__
-from rftlab.data import PROMPT_TEMPLATES, DataError, Problem, read_problems, write_json
+from rftlab.data import DataError, Problem, read_problems, write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -47,7 +47,8 @@ class SamplingSettings:
 
 
 class Backend(Protocol):
-    """Generates completions: one list of k texts per prompt, row j of prompt i keyed by keys[i][j]."""
+    """Generates completions: one list of k texts per question, row j of question i keyed by keys[i][j];
+    the backend builds each prompt from the question and `settings.template`."""
 
     name: str
 
@@ -87,12 +88,14 @@ class HFBackend:
         self.generated_tokens = 0
 
     def generate(
-        self, prompts: Sequence[str], keys: Sequence[Sequence[int]], settings: SamplingSettings
+        self, queries: Sequence[str], keys: Sequence[Sequence[int]], settings: SamplingSettings
     ) -> list[list[str]]:
+        from rftlab.models import encode_prompt
+
         rows = [
-            (self.tokenizer(prompt, add_special_tokens=True)["input_ids"], key)
-            for prompt, prompt_keys in zip(prompts, keys, strict=True)
-            for key in prompt_keys
+            (encode_prompt(self.tokenizer, query, settings.template), key)
+            for query, query_keys in zip(queries, keys, strict=True)
+            for key in query_keys
         ]
         outputs = self._decode([ids for ids, _ in rows], [key for _, key in rows], settings)
         self.generated_tokens += sum(map(len, outputs))
@@ -250,7 +253,6 @@ def sample_problems(
     own = [problems[i] for i in mine]
     done = completed_problems(out, own, settings.k)
     written_ids = {problem.id for problem in own[:done]}
-    template = PROMPT_TEMPLATES[settings.template]
     written, start = 0, time.perf_counter()
     with open(out, "ab") as handle, tqdm(
         total=len(own), initial=done, desc="sample", unit="problem", file=sys.stderr,
@@ -264,7 +266,7 @@ def sample_problems(
             if not todo:
                 continue
             keys = [[row_key(settings.seed, p.id, j) for j in range(settings.k)] for p in batch]
-            texts = backend.generate([template.format(query=p.query) for p in batch], keys, settings)
+            texts = backend.generate([p.query for p in batch], keys, settings)
             fresh = [(p, t) for p, t in zip(batch, texts, strict=True) if p.id not in written_ids]
             handle.write(b"".join(_records(p, t, label, settings) for p, t in fresh))
             handle.flush()

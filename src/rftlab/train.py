@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rftlab import __version__
-from rftlab.data import PROMPT_TEMPLATES, read_problems
-from rftlab.models import char_tokenizer, count_parameters, new_toy_model, read_metadata, write_metadata
+from rftlab.data import read_problems
+from rftlab.models import (
+    char_tokenizer,
+    count_parameters,
+    encode_prompt,
+    new_toy_model,
+    read_metadata,
+    write_metadata,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -69,7 +76,7 @@ def sft_example(
     tokenizer: PreTrainedTokenizerBase, query: str, response: str, template: str, max_length: int
 ) -> dict[str, list[int]]:
     """Token ids of prompt + response + EOS, with labels only on the response and EOS."""
-    prompt = tokenizer(PROMPT_TEMPLATES[template].format(query=query), add_special_tokens=True)["input_ids"]
+    prompt = encode_prompt(tokenizer, query, template)
     answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt + answer)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt) + answer)[:max_length]
