@@ -177,13 +177,15 @@ def test_evaluating_a_model_writes_paths_summary_and_predictions(tiny, tmp_path)
     assert [p["id"] for p in predictions] == [str(i) for i in range(5)] and predictions[0]["samples"]["n"] == 3
 
 
-def test_two_processes_under_accelerate_give_the_single_process_file(tiny, tmp_path):
+TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
+
+
+def test_two_processes_give_the_single_process_file(tiny, tmp_path):
     data = problems_file(tmp_path, 20)
     single, sharded = tmp_path / "single.jsonl", tmp_path / "sharded.jsonl"
     subprocess.run(sample_command(tiny, data, single), check=True, capture_output=True)
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]  # fmt: skip
-    result = subprocess.run(launcher + sample_command(tiny, data, sharded)[2:], capture_output=True, text=True)
+    result = subprocess.run(TWO_PROCESSES + sample_command(tiny, data, sharded)[2:], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "sharded.jsonl.meta.json").read_text())["processes"] == 2
     assert sharded.read_bytes() == single.read_bytes()
     assert not list(tmp_path.glob("sharded.jsonl.rank*"))

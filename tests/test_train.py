@@ -141,3 +141,26 @@ def test_pretraining_resumes_after_a_kill(tmp_path):
     a, b = (AutoModelForCausalLM.from_pretrained(folder).state_dict() for folder in (straight, killed))
     assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
     assert facts[0]["heldout_loss"] == pytest.approx(facts[1]["heldout_loss"], abs=1e-5)
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    tokenizer = char_tokenizer()
+    base = tmp_path / "base"
+    new_toy_model("tiny", tokenizer, seed=0).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    data = tmp_path / "train.jsonl"
+    problems = [{"query": f"Ann has {n}. Total?", "response": f"<<{n}+2={n + 2}>>\n#### {n + 2}"} for n in range(64)]
+    data.write_text("".join(json.dumps(problem) + "\n" for problem in problems))
+    command = ["rftlab", "sft", "--model", str(base), "--data", str(data), "--recipe", "toy-sft", "--epochs", "2",
+               "--batch-size", "8", "--device-batch", "4", "--quiet", "--out"]  # fmt: skip
+    subprocess.run([sys.executable, "-m", *command, str(tmp_path / "one")], check=True, capture_output=True)
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", *command, str(tmp_path / "two")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    facts = [json.loads((tmp_path / name / "rftlab.json").read_text()) for name in ("one", "two")]
+    assert [f["processes"] for f in facts] == [1, 2]
+    assert facts[0]["steps"] == facts[1]["steps"] == 16 and facts[0]["tokens_seen"] == facts[1]["tokens_seen"]
+    one, other = (AutoModelForCausalLM.from_pretrained(tmp_path / name).state_dict() for name in ("one", "two"))
+    assert max((one[name] - other[name]).abs().max().item() for name in one) < 1e-4

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from rftlab import __version__
 
 EXIT_BAD_INPUT = 2
+
+
+def _main_process() -> bool:
+    """False in the other ranks of a multi-process launch (torchrun, accelerate launch): they stay quiet."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -24,8 +30,9 @@ def _sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     run_sampling(args.model, args.data, args.out, settings, label=args.label, dtype=args.dtype,
-                 show_progress=False if args.quiet else None)  # fmt: skip
-    print(f"{args.out}: {args.k} path(s) per problem")
+                 show_progress=False if args.quiet or not _main_process() else None)  # fmt: skip
+    if _main_process():
+        print(f"{args.out}: {args.k} path(s) per problem")
     return 0
 
 
@@ -259,12 +266,13 @@ def _pretrain(args: argparse.Namespace) -> int:
         recipe=_recipe_from(args, "toy-pretrain"),
         seed=args.seed,
         overwrite=args.overwrite,
-        show_progress=False if args.quiet else None,
+        show_progress=False if args.quiet or not _main_process() else None,
     )
-    print(
-        f"{args.out}: {metadata['parameters']:,} parameters, {metadata['tokens_seen']:,} tokens, "
-        f"held-out loss {metadata['heldout_loss']:.4f}"
-    )
+    if _main_process():
+        print(
+            f"{args.out}: {metadata['parameters']:,} parameters, {metadata['tokens_seen']:,} tokens, "
+            f"held-out loss {metadata['heldout_loss']:.4f}"
+        )
     return 0
 
 
@@ -279,12 +287,13 @@ def _sft(args: argparse.Namespace) -> int:
         recipe=recipe,
         seed=args.seed,
         overwrite=args.overwrite,
-        show_progress=False if args.quiet else None,
+        show_progress=False if args.quiet or not _main_process() else None,
     )
-    print(
-        f"{args.out}: {metadata['examples']:,} examples, {metadata['steps']:,} steps, "
-        f"{metadata['tokens_seen']:,} tokens, final training loss {metadata['train_loss']:.4f}"
-    )
+    if _main_process():
+        print(
+            f"{args.out}: {metadata['examples']:,} examples, {metadata['steps']:,} steps, "
+            f"{metadata['tokens_seen']:,} tokens, final training loss {metadata['train_loss']:.4f}"
+        )
     return 0
 
 

@@ -289,14 +289,16 @@ def run_sampling(
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
     """`rftlab sample`: loads the model, samples (resuming), merges shards under Accelerate; returns the metadata."""
+    import torch
     from accelerate import PartialState
 
     from rftlab.models import load_model
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes under torchrun
     problems = read_problems(data)
     label = label or Path(str(model_name).rstrip("/")).name
-    metadata = {**_run_metadata(str(model_name), label, "hf", data, settings), "problems": len(problems)}
+    metadata = {**_run_metadata(str(model_name), label, "hf", data, settings), "problems": len(problems),
+                "processes": state.num_processes}  # fmt: skip
     old = orjson.loads(metadata_path(out).read_bytes()) if metadata_path(out).exists() else None
     if old is not None and not _same_run(old, metadata):
         raise FileExistsError(f"{out} holds samples of other settings; remove it or use another --out")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import os
 import shutil
 import sys
 import time
@@ -137,7 +138,7 @@ def _make_progress_callback(description: str, show: bool | None) -> Any:
     return Progress()
 
 
-def _steps_for(recipe: Recipe, examples: Sequence[dict[str, list[int]]], world_size: int) -> dict[str, Any]:
+def _steps_for(recipe: Recipe, examples: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
     """Trainer arguments for the budget: epochs as they are, tokens turned into optimiser steps."""
     if recipe.tokens is None:
         return {"num_train_epochs": recipe.epochs or 1.0}
@@ -157,6 +158,7 @@ def train_causal_lm(
     show_progress: bool | None = None,
     held_out: list[dict[str, list[int]]] | None = None,
     group_by_length: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trains with the HF Trainer, resuming from `out/trainer` if a run stopped; saves the model in `out`.
 
@@ -169,7 +171,7 @@ def train_causal_lm(
 
     hf_logging.disable_progress_bar()  # ours shows loss and tokens/s
 
-    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch set it for each process
     accumulation = max(1, recipe.global_batch // (recipe.device_batch * world_size))
     args = TrainingArguments(
         output_dir=str(out / TRAINER_DIR),
@@ -194,7 +196,8 @@ def train_causal_lm(
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        **_steps_for(recipe, examples, world_size),
+        ddp_find_unused_parameters=False,
+        **_steps_for(recipe, examples),
     )
     trainer = Trainer(
         model=model,
@@ -210,6 +213,7 @@ def train_causal_lm(
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     facts = {
+        "processes": trainer.args.world_size,
         "steps": trainer.state.global_step,
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
         "train_seconds": round(time.perf_counter() - start, 2),
@@ -219,9 +223,12 @@ def train_causal_lm(
     if held_out:
         facts["heldout_loss"] = trainer.evaluate()["eval_loss"]
     trainer.save_model(str(out))
-    for checkpoint in (out / TRAINER_DIR).glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)
-    return facts
+    record = {**facts, **(metadata or {}), "complete": True}
+    if trainer.is_world_process_zero():
+        for checkpoint in (out / TRAINER_DIR).glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
+        write_metadata(out, record)
+    return record
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -272,7 +279,14 @@ def pretrain(
     documents = corpus_documents(corpus.read_text())
     train_docs = [d for d in documents if not is_held_out(d)]
     held_docs = [d for d in documents if is_held_out(d)]
-    facts = train_causal_lm(
+    metadata = {
+        "parameters": count_parameters(model),
+        "non_embedding_parameters": count_parameters(model, non_embedding=True),
+        "corpus_path": str(corpus),
+        "settings": settings,
+        "rftlab_version": __version__,
+    }
+    return train_causal_lm(
         model,
         tokenizer,
         packed_blocks(tokenizer, train_docs, recipe.max_length),
@@ -282,18 +296,8 @@ def pretrain(
         description=f"pretrain {preset}",
         show_progress=show_progress,
         held_out=packed_blocks(tokenizer, held_docs, recipe.max_length),
+        metadata=metadata,
     )
-    metadata = {
-        **facts,
-        "parameters": count_parameters(model),
-        "non_embedding_parameters": count_parameters(model, non_embedding=True),
-        "corpus_path": str(corpus),
-        "settings": settings,
-        "rftlab_version": __version__,
-        "complete": True,
-    }
-    write_metadata(out, metadata)
-    return metadata
 
 
 def default_recipe(model_name: str) -> str:
@@ -326,23 +330,19 @@ def sft(
     model, tokenizer = load_model(model_name, dtype="float32")
     problems = read_problems(data, unique_ids=False)
     examples = [sft_example(tokenizer, p.query, p.response, recipe.template, recipe.max_length) for p in problems]
-    facts = train_causal_lm(
-        model, tokenizer, examples, out, recipe, seed, description="sft", show_progress=show_progress,
-        group_by_length=True,
-    )  # fmt: skip
     base = read_metadata(model_name)
     metadata = {
-        **facts,
         "examples": len(examples),
         "data_path": str(data),
         "base": {key: base[key] for key in ("settings", "heldout_loss", "parameters") if key in base},
         "parameters": count_parameters(model),
         "settings": settings,
         "rftlab_version": __version__,
-        "complete": True,
     }
-    write_metadata(out, metadata)
-    return metadata
+    return train_causal_lm(
+        model, tokenizer, examples, out, recipe, seed, description="sft", show_progress=show_progress,
+        group_by_length=True, metadata=metadata,
+    )  # fmt: skip
 
 
 def recipe_with(name: str, **overrides: Any) -> Recipe:
