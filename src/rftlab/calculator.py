@@ -58,7 +58,7 @@ def evaluate(expression: str) -> Number | None:
     if len(expression) > MAX_CHARS or not _ARITHMETIC_CHARS_RE.fullmatch(expression):
         return None
     try:
-        # eval() strips leading spaces and tabs of a string source; ast.parse does not.
+        # Python strips leading spaces and tabs of a source string it evaluates; ast.parse does not.
         tree = ast.parse(expression.lstrip(" \t"), mode="eval")
     except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
         return None
