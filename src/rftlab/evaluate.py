@@ -16,6 +16,7 @@ A problem without paths is *missing*: it counts as wrong in every metric.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -295,13 +296,14 @@ def evaluate_model(
     The paths go beside `out` (EVAL.greedy.jsonl, EVAL.samples.jsonl) through the sampler, so an
     interrupted evaluation resumes; `sampling` passes further SamplingSettings fields (batch size, template).
     """
-    from rftlab.sample import SamplingSettings, run_sampling
+    from rftlab.sample import SamplingSettings, load_backend, run_sampling
 
     out, problems = Path(out), read_problems(data)
+    backend = functools.cache(load_backend)  # the greedy and the sampled run share one loaded model
     extra = sampling or {}
     greedy_file = out.with_suffix(".greedy.jsonl")
     run_sampling(model, Path(data), greedy_file, SamplingSettings(k=1, temperature=0.0, seed=seed, **extra),
-                 show_progress=show_progress)  # fmt: skip
+                 show_progress=show_progress, make_backend=backend)  # fmt: skip
     greedy = score_answers(problems, read_answers(problems, [greedy_file], extractor), extractor)
     records = list(greedy.predictions())
     summary = greedy.summary(predictions_path(out).name)
@@ -309,7 +311,7 @@ def evaluate_model(
     if k is not None and k > 1:
         sampled_file = out.with_suffix(".samples.jsonl")
         settings = SamplingSettings(k=k, temperature=temperature, seed=seed, **extra)
-        run_sampling(model, Path(data), sampled_file, settings, show_progress=show_progress)
+        run_sampling(model, Path(data), sampled_file, settings, show_progress=show_progress, make_backend=backend)
         sampled = score_answers(problems, read_answers(problems, [sampled_file], extractor), extractor, k)
         sampled_summary = sampled.summary(predictions_path(out).name)
         summary.update({key: sampled_summary[key] for key in ("k", "maj1@k", "pass@k", "sample_accuracy")})

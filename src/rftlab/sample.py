@@ -14,7 +14,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -278,6 +278,13 @@ def sample_problems(
     return written
 
 
+def load_backend(model_name: str, dtype: str, device: str) -> HFBackend:
+    """The HF backend over a model loaded by folder, hub id or `.gguf` file."""
+    from rftlab.models import load_model
+
+    return HFBackend(*load_model(model_name, dtype=dtype, device=device))
+
+
 def run_sampling(
     model_name: str,
     data: Path,
@@ -287,12 +294,14 @@ def run_sampling(
     label: str | None = None,
     dtype: str = "float32",
     show_progress: bool | None = None,
+    make_backend: Callable[[str, str, str], Backend] = load_backend,
 ) -> dict[str, Any]:
-    """`rftlab sample`: loads the model, samples (resuming), merges shards under Accelerate; returns the metadata."""
+    """`rftlab sample`: loads the model, samples (resuming), merges shards under Accelerate; returns the metadata.
+
+    The model is loaded (by `make_backend(model_name, dtype, device)`) only when there is sampling left to do.
+    """
     import torch
     from accelerate import PartialState
-
-    from rftlab.models import load_model
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes under torchrun
     problems = read_problems(data)
@@ -304,8 +313,7 @@ def run_sampling(
         raise FileExistsError(f"{out} holds samples of other settings; remove it or use another --out")
     if completed_problems(out, problems, settings.k) == len(problems):
         return old or metadata
-    model, tokenizer = load_model(model_name, dtype=dtype, device=str(state.device))
-    backend = HFBackend(model, tokenizer)
+    backend = make_backend(str(model_name), dtype, str(state.device))
     target = out if state.num_processes == 1 else out.with_name(f"{out.name}.rank{state.process_index}")
     if state.is_main_process:
         out.parent.mkdir(parents=True, exist_ok=True)
