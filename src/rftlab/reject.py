@@ -261,8 +261,8 @@ def statistics(result: Rejection) -> dict[str, Any]:
     k = max(result.samples, default=0)
     share = (lambda count: count / n) if n else (lambda count: 0.0)
     selected = [len(selection.paths) for selection in result.selections]
-    solved = [0] * len(solved_buckets(k))
     buckets = solved_buckets(k)
+    solved = [0] * len(buckets)
     for count in result.correct:
         solved[next(i for i, (low, high) in enumerate(buckets) if low <= count <= high)] += 1
     return {
