@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rftlab import __version__
 
@@ -151,6 +152,37 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
+def _study(args: argparse.Namespace) -> int:
+    from rftlab.study import load_config, run_study
+
+    config = load_config(args.config)
+    out = args.out or Path("runs") / f"study-{config.name}"
+    results = run_study(config, out, cache=args.cache, jobs=args.jobs, dry_run=args.dry_run, quiet=args.quiet)
+    if results is not None:
+        cells = results["cells"]
+        print(f"{out / 'report.md'}: {len(results['runs'])} models; {cells['ran']} of {cells['total']} cells run now, "
+              f"{cells['seconds'] / 60:.1f} min of compute in all")  # fmt: skip
+    return 0
+
+
+def _add_study(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "study",
+        help="a scaling study (data amount, k, pre-training loss and size, unions), resumable, with report",
+        description="Runs the grid of a study file (studies/*.yaml): every cell (data, pre-train, subset, SFT, "
+        "sample, reject, RFT, eval) is cached under a key of its settings, inputs and code, so a second run "
+        "recomputes nothing, an interrupted one resumes, and a changed setting reruns only what depends on it. "
+        "Then writes results.json, report.md, report.html and figures.",
+    )
+    parser.add_argument("config", type=Path, metavar="CONFIG.yaml", help="study file")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/study-NAME)")
+    parser.add_argument("--cache", type=Path, help="cell cache, shareable between studies (default OUT/cells)")
+    parser.add_argument("--jobs", type=int, default=1, help="independent cells run in parallel (default 1)")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and their commands, run nothing")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    parser.set_defaults(handler=_study)
+
+
 def _reject(args: argparse.Namespace) -> int:
     from rftlab.data import read_problems, write_json, write_jsonl
     from rftlab.reject import reject, statistics, summary
@@ -161,6 +193,7 @@ def _reject(args: argparse.Namespace) -> int:
         args.samples,
         dedup=not args.no_dedup,
         extractor=args.extractor,
+        first_k=args.first_k,
         show_progress=False if args.quiet else None,
     )
     stats = statistics(result)
@@ -190,6 +223,7 @@ def _add_reject(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="RFT.jsonl", help="RFT data: gold, then selected paths")
     parser.add_argument("--stats", metavar="STATS.json", help="also write the statistics as JSON")
     parser.add_argument("--no-dedup", action="store_true", help="keep every correct, checked path")
+    parser.add_argument("--first-k", type=int, metavar="K", help="use only the first K paths of each problem per file")
     parser.add_argument(
         "--extractor", choices=sorted(EXTRACTORS), default=DEFAULT_EXTRACTOR, help="final-answer extractor"
     )
@@ -365,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reject(commands)
     _add_eval(commands)
     _add_demo(commands)
+    _add_study(commands)
     return parser
 
 

@@ -159,12 +159,17 @@ def reject(
     *,
     dedup: bool = True,
     extractor: str = DEFAULT_EXTRACTOR,
+    first_k: int | None = None,
     show_progress: bool | None = None,
 ) -> Rejection:
     """Selects the correct, checked (and, with `dedup`, distinct) paths of all sample files, pooled.
 
-    `show_progress=None` shows a progress bar on stderr when it is a terminal.
+    `first_k` reads only the first k paths of each problem in each file (RFT with a smaller k from one
+    sampling run: paths are drawn independently, so a prefix is a k-sample). `show_progress=None` shows a
+    progress bar on stderr when it is a terminal.
     """
+    if first_k is not None and first_k < 1:
+        raise ValueError(f"first_k must be at least 1, got {first_k}")
     n = len(problems)
     selector = FarthestPaths if dedup else AllPaths
     result = Rejection(
@@ -187,7 +192,9 @@ def reject(
     ) as bar:  # fmt: skip
         position = {problem.id: index for index, problem in enumerate(problems)}
         for file_index, path in enumerate(sample_paths):
-            result.files.append(_read_sample_file(result, position, file_index, path, get_extractor(extractor), bar))
+            result.files.append(
+                _read_sample_file(result, position, file_index, path, get_extractor(extractor), bar, first_k)
+            )
     return result
 
 
@@ -198,17 +205,23 @@ def _read_sample_file(
     path: str | os.PathLike[str],
     extract: Extractor,
     bar: Progress,
+    first_k: int | None = None,
 ) -> FileCounts:
-    """Offers the checked paths of one file to their problems' selections; counts what it saw."""
+    """Offers the checked paths of one file (the first `first_k` of each problem) to their problems'
+    selections; counts what it saw."""
     answers = [problem.answer for problem in result.problems]
     samples, correct, checked = result.samples, result.correct, result.checked
     first_file, first_sample, selections = result.first_correct_file, result.first_correct_sample, result.selections
     counts = FileCounts(str(path))
     default_source = Path(path).stem
+    read_in_file = [0] * len(answers)
     for sample in iter_samples(path, bar):
         index = position.get(sample.id)
         if index is None:
             raise DataError(path, sample.line, f"no problem with id {sample.id!r} in the train file")
+        read_in_file[index] += 1
+        if first_k is not None and read_in_file[index] > first_k:
+            continue
         counts.samples += 1
         samples[index] += 1
         if not same_number(extract(sample.response), answers[index]):
