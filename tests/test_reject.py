@@ -93,6 +93,21 @@ def test_union_of_files_equals_the_concatenation(tmp_path):
     assert [t for t, _ in pooled.selections[0].paths] == selected(reject(problems, [both]))
 
 
+def test_first_k_reads_each_problems_first_paths_of_each_file(tmp_path):
+    from rftlab.data import read_problems
+
+    problems = read_problems(problems_file(tmp_path, answers=("10", "10")))
+    lines = [{"id": p, "response": r} for r, p in ((A, "0"), (B, "1"), ("#### 3", "0"), (FAR_A, "0"), (B, "1"))]
+    first = write_lines(tmp_path / "m1.jsonl", lines)
+    second = samples_file(tmp_path / "m2.jsonl", [B, A])
+    result = reject(problems, [first, second], first_k=2)
+    assert result.samples == [4, 2] and result.correct == [3, 2]  # FAR_A, problem 0's third path in m1: unread
+    assert selected(result) == [A, B] and selected(result, 1) == [B]
+    assert statistics(result)["samples_per_problem"] == 4
+    with pytest.raises(ValueError, match="at least 1"):
+        reject(problems, [first], first_k=0)
+
+
 def test_unknown_problem_id_names_file_and_line(tmp_path):
     from rftlab.data import read_problems
 

@@ -8,6 +8,8 @@ import pytest
 from rftlab.scaling import (
     LinearFit,
     bootstrap_ci,
+    bootstrap_contrast,
+    bootstrap_difference,
     bootstrap_fit,
     describe_fit,
     gain_fit,
@@ -227,6 +229,36 @@ def test_bootstrap_fit_is_paired_across_points() -> None:
     result = bootstrap_fit(np.arange(5.0), scores, resamples=500)
     assert result.fit.slope == pytest.approx(10.0)
     assert (result.slope_low, result.slope_high) == pytest.approx((10.0, 10.0))
+
+
+def test_bootstrap_difference_is_paired() -> None:
+    # b is a plus 20 more problems right: a shared draw moves both alike, so the interval is far narrower
+    # than that of two independent accuracies, and it excludes 0.
+    rng = np.random.default_rng(10)
+    a = (rng.random(400) < 0.4).astype(float)
+    b = a.copy()
+    b[np.flatnonzero(a == 0)[:20]] = 1
+    value, low, high = bootstrap_difference(b, a, seed=3)
+    assert value == pytest.approx(5.0)
+    assert 0 < low < value < high
+    widths = [high_ - low_ for _, low_, high_ in (bootstrap_ci(a), bootstrap_ci(b))]
+    assert high - low < 0.5 * float(np.hypot(*widths))
+    assert bootstrap_difference(a, a) == (0.0, 0.0, 0.0)
+    assert bootstrap_difference(b, a, seed=3) == (value, low, high)
+    with pytest.raises(ValueError, match="differ in shape"):
+        bootstrap_difference(a, a[:10])
+
+
+def test_bootstrap_contrast_difference_of_gains() -> None:
+    rng = np.random.default_rng(11)
+    scores = (rng.random((4, 1, 300)) < [[[0.7]], [[0.5]], [[0.45]], [[0.4]]]).astype(float)
+    means = 100 * scores.mean(axis=(1, 2))
+    value, low, high = bootstrap_contrast(scores, [1, -1, -1, 1])
+    assert value == pytest.approx(means[0] - means[1] - means[2] + means[3])
+    assert low < value < high
+    assert bootstrap_contrast(scores[:2], [1, -1]) == bootstrap_difference(scores[0], scores[1])
+    with pytest.raises(ValueError, match="weights has 2 entries"):
+        bootstrap_contrast(scores, [1, -1])
 
 
 def test_describe_fit_sentences_follow_numbers() -> None:

@@ -7,6 +7,8 @@
 - `gain_fit`: RFT gain (RFT - SFT) against SFT accuracy; weaker models gain more, so the slope is negative.
 - `bootstrap_ci`: percent accuracy with a confidence interval from resampling seeds and test problems.
 - `bootstrap_fit`: a confidence interval on a fit's slope from resampling the test problems of every point.
+- `bootstrap_contrast`, `bootstrap_difference`: a weighted sum (e.g. a difference) of accuracies of models scored
+  on the same test problems, with a paired bootstrap interval.
 - `describe_fit`: one sentence built from a fit's numbers.
 
 Other relations (accuracy against distinct reasoning paths per question, against RFT k) use `linear_fit`.
@@ -14,6 +16,7 @@ Other relations (accuracy against distinct reasoning paths per question, against
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -171,6 +174,35 @@ def _score_matrix(scores: ArrayLike, name: str) -> np.ndarray:
     return matrix
 
 
+def _score_stack(scores: ArrayLike) -> np.ndarray:
+    """(points, seeds, problems) scores, from that shape or (points, problems)."""
+    matrices = np.asarray(scores, dtype=float)
+    if matrices.ndim == 2:
+        matrices = matrices[:, np.newaxis, :]
+    if matrices.ndim != 3:
+        raise ValueError(f"scores must be (points, seeds, problems) or (points, problems), got {matrices.shape}")
+    for matrix in matrices:
+        _score_matrix(matrix, "scores")
+    return matrices
+
+
+def _draw_counts(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    """(resamples, n): how often each of n items is drawn in n draws with replacement, per resample (a uniform
+    multinomial; counting drawn indices is several times faster than `rng.multinomial` for large n)."""
+    drawn = rng.integers(0, n, size=(resamples, n)) + n * np.arange(resamples)[:, np.newaxis]
+    return np.bincount(drawn.ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+@functools.lru_cache(maxsize=4)
+def _bootstrap_counts(seed: int, n_seeds: int, n_problems: int, resamples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The draw counts of seed rows and of problem columns for every resample: the same for the same arguments,
+    so they are computed once (read-only) for the many intervals of one study."""
+    rng = np.random.default_rng(seed)
+    rows, columns = _draw_counts(rng, n_seeds, resamples), _draw_counts(rng, n_problems, resamples)
+    rows.flags.writeable = columns.flags.writeable = False
+    return rows, columns
+
+
 def _resampled_means(matrices: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """Means of `resamples` two-level bootstrap draws of `matrices` (points, seeds, problems): seed rows,
     then problem columns, drawn with replacement and shared by all points. Returns (resamples, points).
@@ -181,9 +213,7 @@ def _resampled_means(matrices: np.ndarray, resamples: int, seed: int) -> np.ndar
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     _, n_seeds, n_problems = matrices.shape
-    rng = np.random.default_rng(seed)
-    row_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=resamples)
-    column_counts = rng.multinomial(n_problems, np.full(n_problems, 1 / n_problems), size=resamples)
+    row_counts, column_counts = _bootstrap_counts(seed, n_seeds, n_problems, resamples)
     totals = np.einsum("bs,ksp,bp->bk", row_counts, matrices, column_counts)
     return totals / (n_seeds * n_problems)
 
@@ -223,13 +253,7 @@ def bootstrap_fit(
     then refits. Transform x first (e.g. log2 of data amounts for points per doubling).
     """
     _check_level(level)
-    matrices = np.asarray(scores, dtype=float)
-    if matrices.ndim == 2:
-        matrices = matrices[:, np.newaxis, :]
-    if matrices.ndim != 3:
-        raise ValueError(f"scores must be (points, seeds, problems) or (points, problems), got {matrices.shape}")
-    for matrix in matrices:
-        _score_matrix(matrix, "scores")
+    matrices = _score_stack(scores)
     xs = _vector(x, "x")
     if xs.size != matrices.shape[0]:
         raise ValueError(f"x has {xs.size} points but scores has {matrices.shape[0]}")
@@ -239,6 +263,37 @@ def bootstrap_fit(
     slopes = (ys - ys.mean(axis=1, keepdims=True)) @ centred / (centred @ centred)
     low, high = _percentiles(slopes, level)
     return BootstrapFit(fit, low, high, resamples, level)
+
+
+def bootstrap_contrast(
+    scores: ArrayLike, weights: ArrayLike, *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """A weighted sum of percent accuracies, sum(w·accuracy), and its paired percentile bootstrap interval:
+    `(value, low, high)`.
+
+    `scores` is (models, seeds, problems) or (models, problems): every model scored on the same test problems
+    (and seeds). Each resample draws seeds and problems once for all models, so what they share (a problem's
+    difficulty) cancels. Weights (1, -1) give a difference; (1, -1, -1, 1) a difference of two gains.
+    """
+    _check_level(level)
+    matrices = _score_stack(scores)
+    w = _vector(weights, "weights")
+    if w.size != matrices.shape[0]:
+        raise ValueError(f"weights has {w.size} entries but scores has {matrices.shape[0]} models")
+    value = 100 * float(w @ matrices.mean(axis=(1, 2)))
+    low, high = _percentiles(100 * _resampled_means(matrices, resamples, seed) @ w, level)
+    return value, low, high
+
+
+def bootstrap_difference(
+    a: ArrayLike, b: ArrayLike, *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Percent accuracy of model a minus model b, `(difference, low, high)`, both (seeds, problems) or
+    (problems,) on the same test problems; the interval is paired (one draw of seeds and problems for both)."""
+    first, second = _score_matrix(a, "a"), _score_matrix(b, "b")
+    if first.shape != second.shape:
+        raise ValueError(f"a and b differ in shape ({first.shape} != {second.shape})")
+    return bootstrap_contrast(np.stack([first, second]), [1.0, -1.0], resamples=resamples, level=level, seed=seed)
 
 
 def describe_fit(fit: LinearFit, x_name: str, y_name: str, unit: str, *, digits: int = 1) -> str:

@@ -655,6 +655,9 @@ def _raw_lines(path: Path) -> Iterable[dict[str, Any]]:
         yield from (json.loads(line) for line in lines if line.strip())
 
 
+LAUNCHED = ("pretrain", "sft", "sample")  # the cells a `launch` prefix (accelerate, torchrun) runs
+
+
 class CellRunner:
     """Runs cells in process (the default) or as subprocesses (`--jobs N` > 1, or a launcher)."""
 
@@ -682,7 +685,7 @@ class CellRunner:
         return seconds
 
     def _outside(self, cell: Cell) -> bool:
-        return self.subprocesses or (bool(self.launch) and cell.kind in ("pretrain", "sft", "sample", "eval"))
+        return self.subprocesses or (bool(self.launch) and cell.kind in LAUNCHED)
 
     def _in_process(self, cell: Cell, argv: list[str]) -> int:
         from rftlab.cli import main

@@ -1,0 +1,200 @@
+"""`rftlab study`: configuration checks, the cell cache (reuse, dependents, resume), results and report."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rftlab import study
+from rftlab.cli import main
+from rftlab.study import StudyError, build_plan, parse_config, run_study
+
+MICRO = {
+    "name": "micro",
+    "seeds": [0],
+    "data": {"toyworld": {"n_train": 60, "n_test": 20, "seed": 0, "corpus_docs": 200}},
+    "bases": [
+        {"name": "a", "preset": "tiny", "pretrain_tokens": 4000},
+        {"name": "b", "preset": "tiny", "pretrain_tokens": 8000},
+    ],
+    "train": {"epochs": 1, "batch_size": 8, "device_batch": 8},
+    "sample": {"temperature": 0.7, "max_new_tokens": 60},
+    "eval": {"max_new_tokens": 60},
+    "experiments": {
+        "pretraining": {"bases": "all"},
+        "data": {"bases": ["b"], "fractions": ["1/4", "1/2", 1], "epochs": "both"},
+        "k": {"bases": ["b"], "k": [1, 2], "no_dedup": [2], "canonical": [2], "equal_tokens": [2]},
+        "union": {"sources": "all", "k": 2, "targets": "all"},
+    },
+}
+
+
+def config(changes=None, experiments=None):
+    raw = json.loads(json.dumps(MICRO))
+    for section, values in (changes or {}).items():
+        raw[section] = {**raw[section], **values}
+    if experiments is not None:
+        raw["experiments"] = experiments
+    return parse_config(raw, "micro.yaml")
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    return out, run_study(config(), out, quiet=True)
+
+
+def runs_by_name(results):
+    return {run["name"]: run for run in results["runs"]}
+
+
+def test_every_experiment_family_is_planned_and_reported(micro):
+    out, results = micro
+    runs = runs_by_name(results)
+    assert results["format"] == "rftlab.study-results/1" and results["data"] == {
+        "kind": "toyworld", "train": 60, "test": 20}  # fmt: skip
+    assert [base["name"] for base in results["bases"]] == ["a", "b"]
+    assert all(base["parameters"] > 0 and base["loss"] > 0 for base in results["bases"])
+    assert all(len(run["correct"]) == 20 for run in runs.values())
+    assert all(run["maj1@1"] == pytest.approx(100 * sum(run["correct"]) / 20) for run in runs.values())
+    data = sorted((r["fraction"], r["epochs"], r["examples"]) for r in runs.values() if "data" in r["families"])
+    assert data == [(0.25, 1, 15), (0.25, 4, 15), (0.5, 1, 30), (0.5, 2, 30), (1.0, 1, 60)]
+    assert set(runs["sft-b-e1-s0"]["families"]) == {"pretraining", "data", "k", "union"}
+    union = runs["rft-a-union-k2-s0"]
+    assert union["sources"] == ["a", "b"] and union["rft_data"]["samples_per_problem"] == 4
+    own = runs["rft-b-k2-s0"]
+    assert own["sources"] == ["b"] and own["rft_data"]["samples_per_problem"] == 2
+    assert own["examples"] == 60 + own["rft_data"]["selected"]
+    assert runs["rft-b-k1-s0"]["rft_data"]["samples_per_problem"] == 1  # the first path of the k=2 sampling
+    assert runs["rft-b-k2-canonical-s0"]["world"] == "canonical"
+    control = runs["rft-b-k2-eqtokens-s0"]
+    assert control["budget"] == "tokens" and control["tokens"] <= runs["sft-b-e1-s0"]["tokens"] + 64
+    assert results["cells"]["ran"] == results["cells"]["total"] == 45
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+
+
+def test_a_second_run_does_no_work(micro):
+    out, results = micro
+    again = run_study(config(), out, quiet=True)
+    assert again["cells"]["ran"] == 0
+    assert again["runs"] == results["runs"]
+
+
+def kinds_of_changed_cells(before, after):
+    old = set(build_plan(before, Path("cache")).cells)
+    return sorted({cell.kind for key, cell in build_plan(after, Path("cache")).cells.items() if key not in old})
+
+
+def test_a_changed_setting_changes_only_the_cells_that_depend_on_it():
+    assert kinds_of_changed_cells(config(), config()) == []
+    assert kinds_of_changed_cells(config(), config({"eval": {"max_new_tokens": 50}})) == ["eval"]
+    assert kinds_of_changed_cells(config(), config({"sample": {"temperature": 1.0}})) == [
+        "eval", "reject", "sample", "sft"]  # fmt: skip
+    changed = set(build_plan(config({"sample": {"temperature": 1.0}}), Path("c")).cells)
+    plan = build_plan(config(), Path("c"))
+    unchanged_sft = {c.label for k, c in plan.cells.items() if c.kind == "sft" and k in changed}
+    assert unchanged_sft == {c.label for c in plan.cells.values() if c.kind == "sft" and c.label.startswith("sft-")}
+    assert kinds_of_changed_cells(config(), config({"train": {"epochs": 2}})) == ["eval", "reject", "sample", "sft"]
+
+
+def test_a_changed_eval_setting_reruns_only_the_evaluations(micro, tmp_path):
+    out, _ = micro
+    cache = tmp_path / "cells"
+    shutil.copytree(out / "cells", cache)
+    results = run_study(config({"eval": {"max_new_tokens": 50}}), tmp_path, cache=cache, quiet=True)
+    assert results["cells"]["ran"] == sum(1 for run in results["runs"]) == 15
+
+
+def test_an_interrupted_study_resumes_with_the_same_results(micro, tmp_path, monkeypatch):
+    _, results = micro
+    small = config(experiments={"pretraining": {"bases": "all"}})
+    real_run, calls = study.CellRunner.run, []
+
+    def interrupt_after_four(self, cell):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(cell.label)
+        return real_run(self, cell)
+
+    monkeypatch.setattr(study.CellRunner, "run", interrupt_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(small, tmp_path, quiet=True)
+    monkeypatch.setattr(study.CellRunner, "run", real_run)
+    resumed = run_study(small, tmp_path, quiet=True)
+    assert resumed["cells"]["total"] == 7 and resumed["cells"]["ran"] == 3
+    expected = runs_by_name(results)
+    for run in resumed["runs"]:  # same seeds, same machine: the same models as in the full study
+        assert run["correct"] == expected[run["name"]]["correct"]
+        assert run["tokens"] == expected[run["name"]]["tokens"]
+
+
+def test_parallel_jobs_run_cells_as_subprocesses_with_the_same_results(micro, tmp_path):
+    _, results = micro
+    small = config(experiments={"pretraining": {"bases": "all"}})
+    parallel = run_study(small, tmp_path, jobs=2, quiet=True)
+    assert parallel["cells"]["ran"] == 7
+    expected = runs_by_name(results)
+    assert all(run["correct"] == expected[run["name"]]["correct"] for run in parallel["runs"])
+    assert all((cell / "log.txt").is_file() for cell in (tmp_path / "cells" / "sft").iterdir())
+
+
+def test_subsets_are_seeded_and_sized(micro):
+    out, _ = micro
+    subsets = sorted((out / "cells" / "subset").glob("*/train.jsonl"))
+    sizes = sorted(len(path.read_text().splitlines()) for path in subsets)
+    assert sizes == [15, 30]
+    train = (next((out / "cells" / "world").glob("default-*")) / "data" / "train.jsonl").read_text().splitlines()
+    assert all(set(path.read_text().splitlines()) <= set(train) for path in subsets)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour": "red"}, "unknown key(s) colour"),
+        ({"bases": []}, "at least one base"),
+        ({"bases": [{"name": "a", "preset": "tiny"}]}, "needs pretrain_tokens"),
+        ({"bases": [{"name": "a", "preset": "tiny", "model": "x", "pretrain_tokens": 1}]}, "either preset"),
+        ({"experiments": {"data": {"bases": ["zz"], "fractions": [1]}}}, "unknown base 'zz'"),
+        ({"experiments": {"data": {"fractions": ["1/0"]}}}, "not a number or a ratio"),
+        ({"experiments": {"data": {"fractions": [2]}}}, "not in (0, 1]"),
+        ({"experiments": {"union": {"sources": ["a"], "k": 2}}}, "at least two models"),
+        ({"experiments": {"k": {"k": [0]}}}, "at least 1"),
+        ({"experiments": {}}, "name at least one"),
+        ({"train": {"epochs": 1, "tokens": 5}}, "not both"),
+        ({"data": {"train": "t.jsonl", "test": "t.jsonl"}, "experiments": {"k": {"canonical": [2]}}}, "toy world"),
+    ],
+)
+def test_configuration_errors_name_the_file_and_the_entry(change, message):
+    raw = {**json.loads(json.dumps(MICRO)), **change}
+    with pytest.raises(StudyError, match=r"micro\.yaml") as error:
+        parse_config(raw, "micro.yaml")
+    assert message in str(error.value)
+
+
+def test_the_cli_lists_cells_and_reports_bad_files(tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(MICRO))
+    assert main(["study", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 45 and all(line.startswith("to run") for line in listing)
+    assert "rftlab toyworld --out" in listing[0] and "--n-train 60" in listing[0]
+    path.write_text("name: [unclosed")
+    assert main(["study", str(path)]) == 2
+    assert f"{path}: not valid YAML" in capsys.readouterr().err
+
+
+def test_gsm8k_files_as_study_data(gsm8k_dir, tmp_path):
+    raw = {**json.loads(json.dumps(MICRO)), "data": {"train": str(gsm8k_dir / "train.jsonl"),
+                                                     "test": str(gsm8k_dir / "test.jsonl")}}  # fmt: skip
+    raw["experiments"] = {"pretraining": {"bases": "all"}, "data": {"fractions": ["1/4", 1]}}
+    raw["bases"] = [{"name": "llama-7b", "model": "huggyllama/llama-7b", "loss": 1.8, "parameters": 6.7e9},
+                    {"name": "llama-13b", "model": "huggyllama/llama-13b", "loss": 1.73}]  # fmt: skip
+    plan = build_plan(parse_config(raw, "gsm8k.yaml"), tmp_path)
+    sft = next(c for c in plan.cells.values() if c.kind == "sft" and c.label == "sft-llama-7b-e1-s0")
+    argv = study.command(sft)
+    assert argv[:3] == ["sft", "--model", "huggyllama/llama-7b"]
+    assert argv[argv.index("--data") + 1] == str(gsm8k_dir / "train.jsonl")
+    assert not any(c.kind == "pretrain" and c.external is None for c in plan.cells.values())

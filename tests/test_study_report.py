@@ -1,0 +1,360 @@
+"""The study report: numbers recovered from synthetic results with known parameters, verdicts, and the files."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rftlab.findings import (
+    CONTRADICTED,
+    NOT_TESTED,
+    PARTLY,
+    SUPPORTED,
+    TOO_FEW,
+    analyse_study,
+)
+from rftlab.report import write_study_report
+
+PROBLEMS = 400
+TRAIN = 4000
+LOSSES = {"b1": 0.50, "b2": 0.45, "b3": 0.40, "b4": 0.35, "b5": 0.30}
+PARAMETERS = {"b1": 1e6, "b2": 4e6, "b3": 2e6, "b4": 8e6, "b5": 3e6}  # not in the order of the losses
+
+
+def sft_accuracy(base: str) -> float:
+    """SFT accuracy exactly linear in the loss: 100 - 100·loss."""
+    return 100 - 100 * LOSSES[base]
+
+
+def correct(accuracy: float) -> list[int]:
+    """A 0/1 vector whose mean is exactly `accuracy` percent (the first problems right)."""
+    right = accuracy * PROBLEMS / 100
+    assert right == round(right)
+    return [1] * round(right) + [0] * (PROBLEMS - round(right))
+
+
+class Study:
+    """Builds a results.json with known accuracies; each model is run once per seed, seed accuracies a ∓ spread."""
+
+    def __init__(self, seeds: tuple[int, ...] = (0,), spread: float = 0.0) -> None:
+        self.seeds, self.spread, self.runs, self.experiments = seeds, spread, [], {}
+
+    def add(self, name: str, accuracy: float, families: list[str], **fields: object) -> None:
+        offsets = [self.spread * (2 * i - (len(self.seeds) - 1)) for i in range(len(self.seeds))]
+        for seed, offset in zip(self.seeds, offsets, strict=True):
+            record = {
+                "stage": "sft",
+                "world": "default",
+                "fraction": 1.0,
+                "epochs": 3.0,
+                "budget": "epochs",
+                "k": None,
+                "dedup": None,
+                "sources": [],
+                "rft_data": None,
+                "examples": TRAIN,
+                "tokens": 100_000,
+                **fields,
+            }
+            self.runs.append(
+                {
+                    "name": f"{name}-s{seed}",
+                    "seed": seed,
+                    "families": families,
+                    **record,
+                    "maj1@1": accuracy + offset,
+                    "correct": correct(accuracy + offset),
+                    "eval_k": None,
+                    "maj1@k": None,
+                    "pass@k": None,
+                }
+            )
+
+    def sft(self, base: str, accuracy: float, families: list[str], **fields: object) -> None:
+        label = "".join(f"-{key}{value}" for key, value in fields.items() if key != "examples")
+        self.add(f"sft-{base}{label}", accuracy, families, base=base, **fields)
+
+    def rft(self, base: str, k: int, accuracy: float, distinct: float, families: list[str], **fields: object) -> None:
+        selected = round(distinct * TRAIN)
+        rft_data = {
+            "problems": TRAIN,
+            "samples_per_problem": k,
+            "correct_per_problem": 0.5 * k,
+            "checked_per_problem": 0.4 * k,
+            "distinct_per_problem": distinct,
+            "selected": selected,
+        }
+        sources = fields.pop("sources", [base])
+        pooled = ["union"] if sources != [base] else []
+        label = "-".join([base, f"k{k}", *pooled, *(f"{key}{value}" for key, value in fields.items())])
+        self.add(
+            f"rft-{label}",
+            accuracy,
+            families,
+            stage="rft",
+            base=base,
+            k=k,
+            dedup=fields.pop("dedup", True),
+            sources=sources,
+            rft_data=rft_data,
+            examples=TRAIN + selected,
+            tokens=300_000,
+            **fields,
+        )
+
+    def results(self, bases: dict[str, float | None] | None = None) -> dict:
+        losses = LOSSES if bases is None else bases
+        return {
+            "format": "rftlab.study-results/1",
+            "name": "synthetic",
+            "config_file": "studies/synthetic.yaml",
+            "data": {"kind": "toyworld", "train": TRAIN, "test": PROBLEMS},
+            "seeds": list(self.seeds),
+            "bases": [
+                {
+                    "name": name,
+                    "preset": "m",
+                    "model": None,
+                    "parameters": PARAMETERS[name],
+                    "pretrain_tokens": 1_000_000,
+                    "loss": loss,
+                }
+                for name, loss in losses.items()
+            ],
+            "runs": self.runs,
+            "experiments": self.experiments,
+            "cells": {"total": len(self.runs), "ran": len(self.runs), "seconds": 1234.5},
+        }
+
+
+def add_pretraining(study: Study, bases: tuple[str, ...] = tuple(LOSSES)) -> None:
+    study.experiments["pretraining"] = {"bases": list(bases)}
+    for base in bases:
+        study.sft(base, sft_accuracy(base), ["pretraining", "data", "k", "union"])
+
+
+def add_data(study: Study, slopes: dict[str, float], fractions: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2)) -> None:
+    """SFT on fractions: the better epoch rule reaches full-data accuracy + slope·log2(fraction)."""
+    study.experiments["data"] = {"bases": list(slopes), "fractions": [*fractions, 1.0], "epochs": "both"}
+    for base, slope in slopes.items():
+        for fraction in fractions:
+            best = sft_accuracy(base) + slope * math.log2(fraction)
+            fixed, scaled = (best - 4, best) if fraction < 0.5 else (best, best - 2)
+            for epochs, accuracy in ((3.0, fixed), (3.0 / fraction, scaled)):
+                study.sft(base, accuracy, ["data"], fraction=fraction, epochs=epochs, examples=round(TRAIN * fraction))
+
+
+K_DISTINCT = {1: 1.25, 2: 1.5, 4: 2.0, 8: 3.0}
+
+
+def add_k(study: Study, base: str = "b3") -> None:
+    """RFT accuracy = 58 + 4·(distinct paths per question); no-dedup, canonical and equal-token rows at k=8."""
+    study.experiments["k"] = {
+        "bases": [base],
+        "k": list(K_DISTINCT),
+        "no_dedup": [8],
+        "canonical": [8],
+        "equal_tokens": [8],
+    }
+    for k, distinct in K_DISTINCT.items():
+        study.rft(base, k, 58 + 4 * distinct, distinct, ["k", "union"] if k == 4 else ["k"])
+    study.rft(base, 8, 68, 5.0, ["k"], dedup=False)
+    study.sft(base, 55, ["k"], world="canonical")
+    study.rft(base, 8, 56, 1.0, ["k"], world="canonical")
+    study.rft(base, 8, 65, 3.0, ["k"], budget="tokens", epochs=None)
+
+
+def add_union(study: Study, union: dict[str, float]) -> None:
+    """Own RFT at k=4: b1 58, b2 62, b3 66 (from add_k), b5 74 (gain = 18 - 0.2·SFT); unions as given."""
+    sources = list(LOSSES)
+    study.experiments["union"] = {"sources": sources, "k": 4, "targets": list(union)}
+    for base, accuracy in (("b1", 58), ("b2", 62), ("b5", 74)):
+        study.rft(base, 4, accuracy, 2.0, ["union"])
+    for base, accuracy in union.items():
+        study.rft(base, 4, accuracy, 6.0, ["union"], sources=sources)
+
+
+def full_study(seeds: tuple[int, ...] = (0,), spread: float = 0.0, union: dict[str, float] | None = None) -> dict:
+    study = Study(seeds, spread)
+    add_pretraining(study)
+    add_data(study, {"b3": 6.0, "b5": 3.0})
+    add_k(study)
+    add_union(study, union or {"b2": 65, "b3": 72})
+    return study.results()
+
+
+def by_claim(analysis: dict, start: str) -> dict:
+    (finding,) = [f for f in analysis["findings"] if f["claim"].startswith(start)]
+    return finding
+
+
+@pytest.fixture(scope="module")
+def full() -> dict:
+    return analyse_study(full_study())
+
+
+def test_data_fit_recovers_slope_per_doubling_and_the_better_epoch_rule(full):
+    b3, b5 = full["data"]["bases"]
+    assert b3["fit"]["slope"] == pytest.approx(6.0) and b3["fit"]["r2"] == pytest.approx(1.0)
+    assert b5["fit"]["slope"] == pytest.approx(3.0)
+    low, high = b3["fit"]["slope_ci"]
+    assert low <= 6.0 <= high and high - low < 3
+    assert [p["best_rule"] for p in b3["points"]] == ["scaled", "scaled", "fixed", "fixed = scaled"]
+    assert [p["accuracy"] for p in b3["points"]] == pytest.approx([42, 48, 54, 60])
+    assert [p["examples"] for p in b3["points"]] == [500, 1000, 2000, 4000]
+    finding = by_claim(full, "SFT accuracy rises log-linearly")
+    assert finding["verdict"] == SUPPORTED
+    assert "rises 6.0 points per doubling of examples" in finding["sentences"][0]
+    assert "R² = 1.00" in finding["sentences"][0]
+    shrink = by_claim(full, "The benefit of more data shrinks")
+    assert (
+        shrink["verdict"] == SUPPORTED
+        and "b5) is 3.0 points per doubling below that of the weakest (b3)" in shrink["sentences"][1]
+    )
+
+
+def test_loss_predicts_accuracy_and_size_does_not(full):
+    pre = full["pretraining"]
+    assert pre["loss_fit"]["slope"] == pytest.approx(-100.0)
+    assert pre["loss_fit"]["r"] == pytest.approx(-1.0)
+    assert pre["comparison"]["better"] == "loss"
+    assert abs(pre["size_fit"]["r"]) < 0.9 and pre["comparison"]["margin"] > 0.1
+    pairs = {(p["lower_loss"], p["larger"]) for p in pre["disagreements"]}
+    assert pairs == {("b3", "b2"), ("b5", "b2"), ("b5", "b4")}
+    assert all(p["follows"] == "loss" for p in pre["disagreements"])
+    assert by_claim(full, "Lower pre-training loss")["verdict"] == SUPPORTED
+    predictor = by_claim(full, "Pre-training loss predicts")
+    assert predictor["verdict"] == SUPPORTED
+    assert "r = -1.00" in predictor["sentences"][0] and "accuracy follows loss in 3" in predictor["sentences"][1]
+
+
+def test_k_family_paths_fit_and_controls(full):
+    (entry,) = full["k"]["bases"]
+    assert entry["paths_fit"]["slope"] == pytest.approx(4.0) and entry["paths_fit"]["n"] == 4
+    assert {row["variant"] for row in entry["rows"]} == {"dedup", "no dedup", "canonical", "equal tokens"}
+    assert [item["difference"]["value"] for item in entry["vs_sft"]] == pytest.approx([3, 4, 6, 10])
+    (canonical,) = entry["canonical"]
+    assert canonical["difference"]["value"] == pytest.approx(9.0) and canonical["difference"]["ci"][0] > 0
+    (control,) = entry["equal_tokens"]
+    assert control["vs_sft"]["value"] == pytest.approx(5.0)
+    assert control["epochs_minus_tokens"]["value"] == pytest.approx(5.0)
+    for claim in ("RFT accuracy rises with", "RFT beats SFT", "De-duplicated", "Without path diversity", "RFT's gain"):
+        assert by_claim(full, claim)["verdict"] == SUPPORTED, claim
+    assert "rises 4.0 points per distinct path" in by_claim(full, "RFT accuracy rises with")["sentences"][0]
+
+
+def test_union_and_gain(full):
+    targets = {t["target"]: t for t in full["union"]["targets"]}
+    assert targets["b3"]["best_own"]["k"] == 8
+    assert targets["b3"]["union_minus_best_own"]["value"] == pytest.approx(2.0)
+    assert targets["b3"]["union_minus_own"]["value"] == pytest.approx(6.0)
+    assert targets["b2"]["own_minus_sft"]["value"] == pytest.approx(7.0)
+    assert by_claim(full, "RFT on the pooled")["verdict"] == SUPPORTED
+    assert full["gain"]["k"] == 4 and full["gain"]["fit"]["slope"] == pytest.approx(-0.2)
+    gain = by_claim(full, "Weaker models gain more")
+    assert gain["verdict"] == SUPPORTED and "falls 0.20 points per point of SFT accuracy" in gain["sentences"][1]
+
+
+def test_union_worse_than_own_rft_is_contradicted_with_the_numbers():
+    finding = by_claim(analyse_study(full_study(union={"b2": 60, "b3": 64})), "RFT on the pooled")
+    assert finding["verdict"] == CONTRADICTED
+    assert "scores 60.0% against the best own-samples RFT 62.0% (k=4): -2.0 points" in finding["sentences"][0]
+    assert "scores 64.0% against the best own-samples RFT 70.0% (k=8): -6.0 points" in finding["sentences"][1]
+
+
+def test_accuracy_falling_with_data_is_contradicted():
+    study = Study()
+    add_pretraining(study, ("b3",))
+    add_data(study, {"b3": -2.0})
+    finding = by_claim(analyse_study(study.results()), "SFT accuracy rises log-linearly")
+    assert finding["verdict"] == CONTRADICTED
+    assert "b3: SFT accuracy falls 2.0 points per doubling of examples" in finding["sentences"][0]
+
+
+def test_curved_data_relation_is_only_partly_supported():
+    study = Study()
+    fractions = [1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1]
+    study.experiments["data"] = {"bases": ["b3"], "fractions": fractions, "epochs": "fixed"}
+    for fraction, accuracy in zip(fractions, (20, 21, 22, 23, 25, 30, 45), strict=True):
+        study.sft("b3", accuracy, ["data"], fraction=fraction, examples=round(TRAIN * fraction))
+    finding = by_claim(analyse_study(study.results()), "SFT accuracy rises log-linearly")
+    assert finding["verdict"] == PARTLY
+    assert finding["sentences"][-1].startswith("R² = 0.71 is below 0.80")
+
+
+def test_two_points_give_numbers_without_a_fit_verdict():
+    study = Study()
+    add_pretraining(study, ("b3", "b5"))
+    add_data(study, {"b3": 6.0}, fractions=(1 / 2,))
+    analysis = analyse_study(study.results())
+    data = by_claim(analysis, "SFT accuracy rises log-linearly")
+    assert data["verdict"] == TOO_FEW and "rises 6.0 points per doubling of examples between 2 points" in str(data)
+    assert by_claim(analysis, "Lower pre-training loss")["verdict"] == TOO_FEW
+    assert analysis["pretraining"]["loss_fit"]["slope_ci"] is None
+
+
+def test_missing_families_are_not_tested_and_missing_losses_are_skipped():
+    study = Study()
+    add_pretraining(study, ("b1", "b2", "b3"))
+    analysis = analyse_study(study.results({"b1": 0.5, "b2": None, "b3": 0.4}))
+    verdicts = {f["claim"]: f["verdict"] for f in analysis["findings"]}
+    assert verdicts.pop("Lower pre-training loss gives higher SFT accuracy, roughly linearly") == TOO_FEW
+    assert verdicts.pop("Pre-training loss predicts SFT accuracy better than parameter count") == TOO_FEW
+    assert set(verdicts.values()) == {NOT_TESTED}
+    assert "The study has no data experiment." in by_claim(analysis, "SFT accuracy rises")["sentences"]
+    assert analysis["pretraining"]["size_fit"]["n"] == 3
+    empty = analyse_study({"format": "rftlab.study-results/1", "name": "empty", "runs": [], "experiments": {}})
+    assert {f["verdict"] for f in empty["findings"]} == {NOT_TESTED}
+
+
+def test_seeds_are_averaged_and_bootstrapped_together():
+    analysis = analyse_study(full_study(seeds=(0, 1), spread=1.0))
+    names = [run["name"] for run in analysis["runs"]]
+    assert len(names) == len(set(names)) and "sft-b3" in names
+    run = analysis["runs"][names.index("sft-b3")]
+    assert run["seeds"] == [0, 1] and run["maj1@1"] == pytest.approx(60.0)
+    assert analysis["data"]["bases"][0]["fit"]["slope"] == pytest.approx(6.0)
+    assert by_claim(analysis, "Lower pre-training loss")["verdict"] == SUPPORTED
+
+
+def test_analysis_is_plain_json(full):
+    assert json.loads(json.dumps(full, allow_nan=False)) == full
+
+
+def test_report_files_are_complete_self_contained_and_deterministic(tmp_path):
+    results = full_study()
+    first = write_study_report(tmp_path / "a", results)
+    write_study_report(tmp_path / "b", results)
+    assert first == tmp_path / "a" / "report.md"
+    for name in ("report.md", "analysis.json", "report.html"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    figures = sorted(p.name for p in (tmp_path / "a" / "figures").iterdir())
+    assert figures == ["data.png", "gain.png", "k.png", "pretraining.png", "union.png"]
+    assert all((tmp_path / "a" / "figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
+    report = first.read_text()
+    assert all(f"](figures/{f})" in report for f in figures)
+    assert "| Lower pre-training loss gives higher SFT accuracy, roughly linearly | supported |" in report
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(figures)
+    assert 'src="figures/' not in html and "<script" not in html and "http" not in html
+    assert json.loads((tmp_path / "a" / "analysis.json").read_text()) == analyse_study(results)
+
+
+def test_report_of_a_study_with_one_family(tmp_path):
+    study = Study()
+    add_pretraining(study, ("b1", "b2", "b3"))
+    report = write_study_report(tmp_path, study.results()).read_text()
+    assert "not tested in this study" in report and "figures/pretraining.png" in report
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["pretraining.png"]
+
+
+def test_report_module_imports_without_numpy_or_matplotlib():
+    code = "import sys, rftlab.report; print(any(m in sys.modules for m in ('numpy', 'matplotlib')))"
+    src = Path(__file__).resolve().parents[1] / "src"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=src)
+    assert output.stdout.strip() == "False"
