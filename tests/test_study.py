@@ -71,7 +71,13 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     control = runs["rft-b-k2-eqtokens-s0"]
     assert control["budget"] == "tokens" and control["tokens"] <= runs["sft-b-e1-s0"]["tokens"] + 64
     assert results["cells"]["ran"] == results["cells"]["total"] == 45
-    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    report = (out / "report.md").read_text()
+    assert "## Findings" in report and "| rft-a-union-k2 |" in report
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "data.png", "gain.png", "k.png", "pretraining.png", "union.png"]  # fmt: skip
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert len(analysis["findings"]) == 11
 
 
 def test_a_second_run_does_no_work(micro):
@@ -198,3 +204,30 @@ def test_gsm8k_files_as_study_data(gsm8k_dir, tmp_path):
     assert argv[:3] == ["sft", "--model", "huggyllama/llama-7b"]
     assert argv[argv.index("--data") + 1] == str(gsm8k_dir / "train.jsonl")
     assert not any(c.kind == "pretrain" and c.external is None for c in plan.cells.values())
+
+
+def test_a_launcher_runs_training_and_sampling_cells(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    launched = config({}, experiments={"k": {"bases": ["a"], "k": [1]}})
+    launched = study.StudyConfig(**{**launched.__dict__, "launch": ("accelerate", "launch", "--num_processes", "2")})
+    plan = build_plan(launched, tmp_path)
+    calls = []
+
+    def record(argv, **_):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(study.subprocess, "run", record)
+    runner = study.CellRunner(launched.launch, subprocesses=True, threads=1, quiet=True)
+    by_kind = {}
+    for cell in plan.ordered():
+        by_kind.setdefault(cell.kind, cell)
+    for kind in ("pretrain", "sft", "sample", "eval"):
+        runner.run(by_kind[kind])
+    prefixes = [argv[: argv.index("rftlab") + 2] for argv in calls]
+    launch = ["accelerate", "launch", "--num_processes", "2", "-m", "rftlab"]
+    expected = [[*launch, kind] for kind in ("pretrain", "sft", "sample")] + [[sys.executable, "-m", "rftlab", "eval"]]
+    assert prefixes == expected
+    assert all(argv[-1] == "-q" for argv in calls)

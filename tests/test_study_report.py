@@ -149,6 +149,17 @@ def add_data(study: Study, slopes: dict[str, float], fractions: tuple[float, ...
                 study.sft(base, accuracy, ["data"], fraction=fraction, epochs=epochs, examples=round(TRAIN * fraction))
 
 
+def add_data_rules(
+    study: Study, base: str, fixed: float, scaled: float, fractions: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2)
+) -> None:
+    """SFT on fractions under both epoch rules: full-data accuracy + slope·log2(fraction), one slope per rule."""
+    study.experiments["data"] = {"bases": [base], "fractions": [*fractions, 1.0], "epochs": "both"}
+    for fraction in fractions:
+        for epochs, slope in ((3.0, fixed), (3.0 / fraction, scaled)):
+            accuracy = sft_accuracy(base) + slope * math.log2(fraction)
+            study.sft(base, accuracy, ["data"], fraction=fraction, epochs=epochs, examples=round(TRAIN * fraction))
+
+
 K_DISTINCT = {1: 1.25, 2: 1.5, 4: 2.0, 8: 3.0}
 
 
@@ -267,6 +278,46 @@ def test_union_worse_than_own_rft_is_contradicted_with_the_numbers():
     assert "scores 64.0% against the best own-samples RFT 70.0% (k=8): -6.0 points" in finding["sentences"][1]
 
 
+@pytest.mark.parametrize(("scaled", "trend", "verdict"), [(1.0, "rises", SUPPORTED), (-1.0, "falls", CONTRADICTED)])
+def test_each_epoch_rule_has_its_own_fit_and_sentence(scaled, trend, verdict):
+    study = Study()
+    add_pretraining(study, ("b3",))
+    add_data_rules(study, "b3", fixed=10.0, scaled=scaled)
+    analysis = analyse_study(study.results())
+    (entry,) = analysis["data"]["bases"]
+    fits = entry["fits_by_rule"]
+    for rule, slope in (("fixed", 10.0), ("scaled", scaled)):
+        fit = fits[rule]
+        assert fit["n"] == 4 and fit["slope"] == pytest.approx(slope) and fit["r2"] == pytest.approx(1.0), rule
+        assert fit["slope_ci"][0] <= slope <= fit["slope_ci"][1] and fit["slope_ci_t"] is not None, rule
+    assert entry["epochs"] == 3.0
+    assert entry["fit"]["slope"] == pytest.approx(scaled)  # the better rule is the scaled one at every fraction
+    assert [p["best_rule"] for p in entry["points"]] == ["scaled", "scaled", "scaled", "fixed = scaled"]
+    finding = by_claim(analysis, "SFT accuracy rises log-linearly")
+    assert finding["verdict"] == verdict  # from the better-rule fit
+    assert f"b3: SFT accuracy {trend} 1.0 points per doubling of examples" in finding["sentences"][0]
+    (rules,) = [s for s in finding["sentences"] if s.startswith("b3 by epoch rule: ")]
+    assert "at equal epochs (3) accuracy rises 10.0 points per doubling (slope 95% CI" in rules
+    assert f"at equal tokens (3/fraction epochs) accuracy {trend} 1.0 points per doubling (slope 95% CI" in rules
+    assert rules.count("R² = 1.00") == 2 and rules.count("n = 4") == 2
+
+
+def test_a_single_epoch_rule_has_no_per_rule_fits(tmp_path):
+    study = Study()
+    add_pretraining(study, ("b3",))
+    study.experiments["data"] = {"bases": ["b3"], "fractions": [1 / 4, 1 / 2, 1.0], "epochs": "scaled"}
+    for fraction in (1 / 4, 1 / 2):
+        accuracy = sft_accuracy("b3") + 2 * math.log2(fraction)
+        study.sft("b3", accuracy, ["data"], fraction=fraction, epochs=3 / fraction, examples=round(TRAIN * fraction))
+    analysis = analyse_study(study.results())
+    (entry,) = analysis["data"]["bases"]
+    assert entry["fits_by_rule"] is None and entry["fit"]["slope"] == pytest.approx(2.0)
+    finding = by_claim(analysis, "SFT accuracy rises log-linearly")
+    assert finding["verdict"] == SUPPORTED and not any("by epoch rule" in s for s in finding["sentences"])
+    report = write_study_report(tmp_path, study.results()).read_text()
+    assert "figures/data.png" in report and "equal epochs" not in report and "equal tokens" not in report
+
+
 def test_accuracy_falling_with_data_is_contradicted():
     study = Study()
     add_pretraining(study, ("b3",))
@@ -339,6 +390,8 @@ def test_report_files_are_complete_self_contained_and_deterministic(tmp_path):
     report = first.read_text()
     assert all(f"](figures/{f})" in report for f in figures)
     assert "| Lower pre-training loss gives higher SFT accuracy, roughly linearly | supported |" in report
+    for rule in ("equal epochs (fixed rule, 3 epochs)", "equal tokens (scaled rule, 3/fraction epochs)"):
+        assert report.count(f"Accuracy against log2(examples), {rule}: slope") == 2, rule  # b3 and b5
     html = (tmp_path / "a" / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == len(figures)
     assert 'src="figures/' not in html and "<script" not in html and "http" not in html

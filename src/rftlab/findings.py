@@ -10,12 +10,14 @@ Verdicts. An estimate with the paper's expected sign is "supported" when its 95%
 else "not supported". Estimates are paired bootstrap differences (same problems and seeds), or fit slopes,
 whose intervals are the bootstrap one (test problems and seeds) and the t one (scatter about the line): each
 that exists must exclude 0. A fit needs 3 points (2 give the numbers and "too few points"); a supported fit
-the paper calls (log-)linear with R² < `LINEAR_R2` is "partly supported". Loss beats size when its |r| is
-larger by `PREDICTOR_MARGIN` (a smaller margin: "direction agrees ..."; accuracy not falling with loss: "not
-supported"). The data benefit shrinks when the slope of the base best at full data is below the weakest's
-(significant when their slope intervals do not overlap). Several bases or k values: all "supported" →
-supported, all in the expected direction → the weakest of their verdicts, all against → "contradicted" if
-one is significant else "not supported", else "mixed".
+the paper calls (log-)linear with R² < `LINEAR_R2` is "partly supported". The data fit takes the better epoch
+rule per fraction (the paper's); with both rules, each rule's own fit (equal epochs, equal tokens; the full
+data in both) is reported beside it. Loss beats size when its |r| is larger by `PREDICTOR_MARGIN` (a smaller
+margin: "direction agrees ..."; accuracy not falling with loss: "not supported"). The data benefit shrinks
+when the slope of the base best at full data is below the weakest's (significant when their slope intervals
+do not overlap). Several bases or k values: all "supported" → supported, all in the expected direction → the
+weakest of their verdicts, all against → "contradicted" if one is significant else "not supported", else
+"mixed".
 """
 
 from __future__ import annotations
@@ -274,6 +276,17 @@ def _epoch_rule(rule: str | None, epochs: float | None, fixed: float | None, fra
     return "fixed" if fixed is not None and math.isclose(epochs, fixed) else "scaled"
 
 
+_RULES = ("fixed", "scaled")  # E epochs at every fraction (equal epochs), E/fraction epochs (equal tokens)
+_SHARED = "fixed = scaled"  # the full data, where both rules train E epochs
+
+
+def _rule_fits(series: dict[str, list[tuple[float, Model]]]) -> Json | None:
+    """Accuracy against log2(examples) per epoch rule; None unless the runs contain both rules below the full data."""
+    if not all(any(m.config["fraction"] < 1 for _, m in series[rule]) for rule in _RULES):
+        return None
+    return {rule: _fit([x for x, _ in series[rule]], [m for _, m in series[rule]]) for rule in _RULES}
+
+
 def _data_base(models: list[Model], base: str, rule: str | None) -> Json | None:
     found = [m for m in _select(models, "data", stage="sft", base=base, world="default") if m.mean("examples")]
     if not found:
@@ -281,13 +294,23 @@ def _data_base(models: list[Model], base: str, rule: str | None) -> Json | None:
     epochs = [m.config["epochs"] for m in found if m.config["epochs"] is not None]
     fixed = min(epochs) if epochs else None
     points, best = [], []
+    series: dict[str, list[tuple[float, Model]]] = {name: [] for name in _RULES}
     for fraction in sorted({m.config["fraction"] for m in found}):
         members = sorted((m for m in found if m.config["fraction"] == fraction), key=lambda m: m.config["epochs"] or 0)
         winner = max(members, key=lambda m: m.accuracy)
         rules = [
-            {"rule": _epoch_rule(rule, m.config["epochs"], fixed, fraction), "epochs": m.config["epochs"], **m.point()}
+            {
+                "rule": _epoch_rule(rule, m.config["epochs"], fixed, fraction),
+                "epochs": m.config["epochs"],
+                "examples": m.mean("examples"),
+                **m.point(),
+            }
             for m in members
         ]
+        for member, item in zip(members, rules, strict=True):
+            for name in _RULES:
+                if item["rule"] in (name, _SHARED):  # the full data belongs to both series
+                    series[name].append((math.log2(item["examples"]), member))
         points.append(
             {
                 "fraction": fraction,
@@ -299,7 +322,7 @@ def _data_base(models: list[Model], base: str, rule: str | None) -> Json | None:
         )
         best.append(winner)
     fit = _fit([math.log2(p["examples"]) for p in points], best)
-    return {"base": base, "points": points, "fit": fit}
+    return {"base": base, "epochs": fixed, "points": points, "fit": fit, "fits_by_rule": _rule_fits(series)}
 
 
 def _data_family(models: list[Model], spec: Json | None) -> Json:
@@ -683,8 +706,25 @@ def _data_finding(data: Json) -> Json:
             + ", ".join(f"{_fraction_text(p['fraction'])} {p['best_rule']}" for p in points)
         )
         text = _fit_text(fit, "SFT accuracy", "doubling of examples")
-        sentences += [f"{entry['base']}: {text}; {span}.", *_linearity(verdict, fit)]
+        sentences += [f"{entry['base']}: {text}; {span}.", *_linearity(verdict, fit), *_rules_sentence(entry)]
     return _finding(2, claim, _combined(verdicts) if verdicts else TOO_FEW, sentences)
+
+
+def _rules_sentence(entry: Json) -> list[str]:
+    """E.g. "b3 by epoch rule: at equal epochs (3) accuracy rises 10.0 points per doubling (...); at equal
+    tokens (3/fraction epochs) accuracy rises 1.0 points per doubling (...)."; none without both rules."""
+    fits = entry["fits_by_rule"]
+    if not fits:
+        return []
+    epochs = f"{entry['epochs']:g}"
+    clauses = [
+        f"{label} " + ("one data amount only" if fit is None else _fit_text(fit, "accuracy", "doubling"))
+        for label, fit in (
+            (f"at equal epochs ({epochs})", fits["fixed"]),
+            (f"at equal tokens ({epochs}/fraction epochs)", fits["scaled"]),
+        )
+    ]
+    return [f"{entry['base']} by epoch rule: {'; '.join(clauses)}."]
 
 
 def _slope_interval(fit: Json) -> list[float] | None:

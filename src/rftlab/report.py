@@ -333,8 +333,33 @@ def _data_blocks(data: dict[str, Any], figures: dict[str, bytes]) -> list[Block]
             ("h", 3, entry["base"]),
             ("table", ["fraction", "examples", "epoch rule", "epochs", "maj1@1 (95% CI)", "better"], rows),
             ("p", _fit_line("Accuracy against log2(examples), better rule", entry["fit"], "points per doubling")),
+            *_rule_fit_blocks(entry),
         ]
-    return blocks + _figure(figures, "data", "SFT accuracy against training examples (log2); dashed: fits")
+    caption = "SFT accuracy against training examples (log2); filled, solid: the better epoch rule, dashed: its fit"
+    if any(entry.get("fits_by_rule") for entry in data["bases"]):
+        caption += (
+            "; hollow circles, dotted fit: equal epochs (fixed); hollow squares, dash-dot fit: equal tokens (scaled)"
+        )
+    return blocks + _figure(figures, "data", caption)
+
+
+def _rule_names(epochs: float) -> dict[str, str]:
+    """The data family's epoch rules in words, e.g. "equal epochs (fixed rule, 3 epochs)"."""
+    return {
+        "fixed": f"equal epochs (fixed rule, {epochs:g} epochs)",
+        "scaled": f"equal tokens (scaled rule, {epochs:g}/fraction epochs)",
+    }
+
+
+def _rule_fit_blocks(entry: dict[str, Any]) -> list[Block]:
+    """One fit line per epoch rule when the runs contain both (the full data in both series)."""
+    fits = entry.get("fits_by_rule")
+    if not fits:
+        return []
+    return [
+        ("p", _fit_line(f"Accuracy against log2(examples), {name}", fits[rule], "points per doubling"))
+        for rule, name in _rule_names(entry["epochs"]).items()
+    ]
 
 
 def _pretraining_blocks(pre: dict[str, Any], figures: dict[str, bytes]) -> list[Block]:
@@ -522,11 +547,13 @@ def _errors(points: list[dict[str, Any]]) -> list[list[float]]:
     return [below, above]
 
 
-def _fit_ends(axis: Any, fit: dict[str, Any] | None, xs: list[float], transform: Any, color: str) -> None:
-    """The fitted line y = intercept + slope·transform(x), dashed, over the range of xs."""
+def _fit_ends(
+    axis: Any, fit: dict[str, Any] | None, xs: list[float], transform: Any, color: str, style: str = "--"
+) -> None:
+    """The fitted line y = intercept + slope·transform(x), dashed (or `style`), over the range of xs."""
     if fit is not None:
         ends = [min(xs), max(xs)]
-        axis.plot(ends, [fit["intercept"] + fit["slope"] * transform(x) for x in ends], "--", color=color)
+        axis.plot(ends, [fit["intercept"] + fit["slope"] * transform(x) for x in ends], style, color=color)
 
 
 def _label_points(axis: Any, xs: list[float], ys: list[float], names: list[str]) -> None:
@@ -543,28 +570,59 @@ def _log2_axis(axis: Any, values: list[float], label: str) -> None:
     axis.set_xlabel(label)
 
 
+_RULE_STYLES = {"fixed": ("o", ":", "equal epochs"), "scaled": ("s", "-.", "equal tokens")}
+"""Marker, fit line style and legend name of each epoch rule's own series in the data figure."""
+
+
+def _rule_series(entry: dict[str, Any], rule: str) -> list[tuple[float, float]]:
+    """(examples, accuracy) of one epoch rule; the full data ("fixed = scaled") belongs to both rules."""
+    return [
+        (r["examples"], r["accuracy"])
+        for p in entry["points"]
+        for r in p["rules"]
+        if r["rule"] in (rule, "fixed = scaled")
+    ]
+
+
+def _data_rules(axis: Any, entry: dict[str, Any], color: str) -> list[str]:
+    """Each epoch rule's points (hollow) and fit, or, without both rules, the other rule's points (x); returns
+    their legend labels."""
+    fits, points = entry.get("fits_by_rule"), entry["points"]
+    if not fits:
+        others = [(p["examples"], r["accuracy"]) for p in points for r in p["rules"] if r["rule"] != p["best_rule"]]
+        if not others:
+            return []
+        label = f"{entry['base']}, other epoch rule"
+        axis.scatter(*zip(*others, strict=True), marker="x", color=color, alpha=0.6, label=label)
+        return [label]
+    labels = []
+    for rule, (marker, style, name) in _RULE_STYLES.items():
+        xs, ys = zip(*_rule_series(entry, rule), strict=True)
+        axis.plot(xs, ys, marker=marker, markersize=8, markerfacecolor="none", linestyle="none", color=color)
+        _fit_ends(axis, fits[rule], list(xs), math.log2, color, style)
+        labels.append(f"{entry['base']}, {name} ({rule})")
+        axis.plot([], [], marker=marker, markerfacecolor="none", linestyle=style, color=color, label=labels[-1])
+    return labels
+
+
 def _data_figure(plt: Any, data: dict[str, Any]) -> Any:
     figure, axis = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    order = []  # legend labels grouped by base
     for entry in data["bases"]:
         points = entry["points"]
         xs = [p["examples"] for p in points]
+        order.append(f"{entry['base']}, better epoch rule")
         drawn = axis.errorbar(
-            xs,
-            [p["accuracy"] for p in points],
-            yerr=_errors(points),
-            marker="o",
-            capsize=3,
-            label=f"{entry['base']} (better epoch rule)",
+            xs, [p["accuracy"] for p in points], yerr=_errors(points), marker="o", capsize=3, label=order[-1]
         )
         color = drawn.lines[0].get_color()
-        others = [(p["examples"], r["accuracy"]) for p in points for r in p["rules"] if r["rule"] != p["best_rule"]]
-        if others:
-            axis.scatter(*zip(*others, strict=True), marker="x", color=color, alpha=0.6)
         _fit_ends(axis, entry["fit"], xs, math.log2, color)
+        order += _data_rules(axis, entry, color)
     _log2_axis(axis, [p["examples"] for e in data["bases"] for p in e["points"]], "training examples")
     axis.set_ylabel("SFT maj1@1 (%)")
-    axis.set_title("SFT accuracy against data amount (x: the other epoch rule)")
-    axis.legend(fontsize=8)
+    axis.set_title("SFT accuracy against data amount, by epoch rule")
+    handles = {label: handle for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}
+    axis.legend([handles[label] for label in order], order, fontsize=8)
     return figure
 
 

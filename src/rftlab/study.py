@@ -508,7 +508,10 @@ class Planner:
                 requests[(base, False)] = max(requests.get((base, False), 0), union["k"])
         return requests
 
-    def own_rft(self, base: str, k: int, dedup: bool = True, canonical: bool = False, equal_tokens: bool = False):
+    def own_rft(
+        self, base: str, k: int, dedup: bool = True, canonical: bool = False, equal_tokens: bool = False
+    ) -> tuple[Cell, dict[str, Any]]:
+        """RFT from the base on the first k paths of its own SFT model (in the given world, with a budget)."""
         world, tuned = self.world(canonical), self.sft(base, canonical=canonical)
         samples = self.samples(tuned, base, world)
         variant = _label("canonical" if canonical else "", "" if dedup else "nodedup")
@@ -672,8 +675,10 @@ class CellRunner:
         if argv is None:
             write_subset(cell)
         else:
-            argv = [*argv, "-q"] if cell.kind != "world" else argv
-            status = self._subprocess(cell, argv) if self._outside(cell) else self._in_process(cell, argv)
+            outside = self._outside(cell)
+            if cell.kind != "world" and (outside or self.quiet):  # in process, a terminal shows the stage's bar
+                argv = [*argv, "-q"]
+            status = self._subprocess(cell, argv) if outside else self._in_process(cell, argv)
             if status == 130:
                 raise KeyboardInterrupt
             if status != 0:
@@ -694,7 +699,7 @@ class CellRunner:
             return main(argv)
 
     def _subprocess(self, cell: Cell, argv: list[str]) -> int:
-        launcher = list(self.launch) if self.launch and cell.kind != "world" else [sys.executable]
+        launcher = list(self.launch) if self.launch and cell.kind in LAUNCHED else [sys.executable]
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
