@@ -244,6 +244,16 @@ def test_loss_predicts_accuracy_and_size_does_not(full):
     assert "r = -1.00" in predictor["sentences"][0] and "accuracy follows loss in 3" in predictor["sentences"][1]
 
 
+def test_larger_models_scoring_lower_leave_loss_the_predictor(monkeypatch):
+    shrinking = {"b1": 9e6, "b2": 7e6, "b3": 5e6, "b4": 3e6, "b5": 1e6}  # the lowest loss on the smallest model
+    monkeypatch.setattr(sys.modules[__name__], "PARAMETERS", shrinking)
+    study = Study()
+    add_pretraining(study)
+    predictor = by_claim(analyse_study(study.results()), "Pre-training loss predicts")
+    assert predictor["verdict"] == SUPPORTED  # |r| ties, but size has the wrong sign: loss's own fit decides
+    assert "Larger models score lower here (r = -" in predictor["sentences"][1]
+
+
 def test_k_family_paths_fit_and_controls(full):
     (entry,) = full["k"]["bases"]
     assert entry["paths_fit"]["slope"] == pytest.approx(4.0) and entry["paths_fit"]["n"] == 4

@@ -659,8 +659,11 @@ def _predictor_finding(pre: Json) -> Json:
         reason = f"{n} base(s) have both a loss and a parameter count; the comparison needs 3 with different values"
         return _finding(1, claim, TOO_FEW if n == 2 else NOT_TESTED, [_sentence(reason)])
     better, margin = comparison["better"], comparison["margin"]
+    size_backwards = comparison["size_r"] < 0  # larger models score lower: size is no predictor in the paper's sense
     if margin == 0 or comparison["loss_r"] >= 0:
         verdict = NOT_SUPPORTED
+    elif size_backwards:  # then loss is the only predictor: as strong as its own fit
+        verdict = _fit_verdict(pre["loss_fit"], -1)
     elif better == "loss":
         verdict = SUPPORTED if margin >= PREDICTOR_MARGIN else AGREES
     else:
@@ -673,6 +676,11 @@ def _predictor_finding(pre: Json) -> Json:
     if margin < PREDICTOR_MARGIN:
         text += f", less than the {PREDICTOR_MARGIN:.2f} margin that separates them"
     sentences = [text + "."]
+    if size_backwards:
+        sentences.append(
+            f"Larger models score lower here (r = {comparison['size_r']:+.2f} against log10(parameters)), the "
+            "opposite of the paper's size ordering, so parameter count does not predict accuracy in its sense."
+        )
     if comparison["loss_r"] >= 0:
         sentences.append(f"Accuracy does not fall as loss falls (r = {comparison['loss_r']:+.2f}), against the paper.")
     pairs = pre["disagreements"]
@@ -863,7 +871,8 @@ def _equal_tokens_text(entry: Json, item: Json) -> tuple[Json, str]:
     if item["epochs_minus_tokens"] is not None:
         full = _rows(entry, "dedup")[item["k"]]
         text += (
-            f"; RFT trained for epochs ({full['tokens']:,.0f} tokens) adds {_diff_text(item['epochs_minus_tokens'])}"
+            f"; RFT trained for the same epochs as SFT ({full['tokens']:,.0f} tokens) scores "
+            f"{_diff_text(item['epochs_minus_tokens'])} more than this control"
         )
     return item["vs_sft"], text
 
