@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rftlab-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo study test lint bench clean
 
 # torch goes in first and pinned: a looser requirement would fetch a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/rftlab demo --out runs/demo
+
+study: $(STAMP)
+	$(BIN)/rftlab study studies/quick.yaml
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
