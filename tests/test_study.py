@@ -231,3 +231,31 @@ def test_a_launcher_runs_training_and_sampling_cells(tmp_path, monkeypatch):
     expected = [[*launch, kind] for kind in ("pretrain", "sft", "sample")] + [[sys.executable, "-m", "rftlab", "eval"]]
     assert prefixes == expected
     assert all(argv[-1] == "-q" for argv in calls)
+
+
+def test_parallel_cells_get_a_gpu_each(tmp_path, monkeypatch):
+    import subprocess
+    import threading
+    import time
+
+    plan = build_plan(config(experiments={"pretraining": {"bases": "all"}}), tmp_path)
+    cells = [cell for cell in plan.ordered() if cell.kind == "sft"] * 3
+    busy, seen, lock = set(), [], threading.Lock()
+
+    def occupy(argv, env, **_):
+        device = env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            assert device not in busy  # never two cells on one GPU
+            busy.add(device)
+            seen.append(device)
+        time.sleep(0.05)
+        with lock:
+            busy.remove(device)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(study.subprocess, "run", occupy)
+    monkeypatch.setattr(study, "command", lambda cell: ["sft"])
+    runner = study.CellRunner((), subprocesses=True, threads=1, quiet=True, devices=("3", "5"))
+    with study.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(runner.run, cells))
+    assert len(seen) == 6 and set(seen) == {"3", "5"}

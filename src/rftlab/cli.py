@@ -157,7 +157,9 @@ def _study(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     out = args.out or Path("runs") / f"study-{config.name}"
-    results = run_study(config, out, cache=args.cache, jobs=args.jobs, dry_run=args.dry_run, quiet=args.quiet)
+    devices = tuple(args.devices.split(",")) if args.devices else ()
+    results = run_study(config, out, cache=args.cache, jobs=args.jobs, devices=devices, dry_run=args.dry_run,
+                        quiet=args.quiet)  # fmt: skip
     if results is not None:
         cells = results["cells"]
         print(f"{out / 'report.md'}: {len(results['runs'])} models; {cells['ran']} of {cells['total']} cells run now, "
@@ -178,6 +180,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default runs/study-NAME)")
     parser.add_argument("--cache", type=Path, help="cell cache, shareable between studies (default OUT/cells)")
     parser.add_argument("--jobs", type=int, default=1, help="independent cells run in parallel (default 1)")
+    parser.add_argument("--devices", metavar="0,1,...", help="GPUs to share out, one per parallel cell (with --jobs)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their commands, run nothing")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     parser.set_defaults(handler=_study)

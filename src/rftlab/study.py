@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import random
 import shlex
 import subprocess
@@ -664,8 +665,19 @@ LAUNCHED = ("pretrain", "sft", "sample")  # the cells a `launch` prefix (acceler
 class CellRunner:
     """Runs cells in process (the default) or as subprocesses (`--jobs N` > 1, or a launcher)."""
 
-    def __init__(self, launch: tuple[str, ...], subprocesses: bool, threads: int | None, quiet: bool) -> None:
+    def __init__(
+        self,
+        launch: tuple[str, ...],
+        subprocesses: bool,
+        threads: int | None,
+        quiet: bool,
+        devices: tuple[str, ...] = (),
+    ) -> None:
         self.launch, self.subprocesses, self.threads, self.quiet = launch, subprocesses, threads, quiet
+        self.devices = devices  # GPUs shared out among parallel cells, one each (CUDA_VISIBLE_DEVICES)
+        self.free_devices: queue.Queue[str] = queue.Queue()
+        for device in devices:
+            self.free_devices.put(device)
 
     def run(self, cell: Cell) -> float:
         """Does the cell's work; returns seconds. Raises StudyError (with the log's path) if it fails."""
@@ -703,8 +715,15 @@ class CellRunner:
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        with open(cell.folder / "log.txt", "a", encoding="utf-8") as log:
-            return subprocess.run([*launcher, "-m", "rftlab", *argv], stdout=log, stderr=log, env=env).returncode
+        device = self.free_devices.get() if self.devices else None  # waits for a free one
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        try:
+            with open(cell.folder / "log.txt", "a", encoding="utf-8") as log:
+                return subprocess.run([*launcher, "-m", "rftlab", *argv], stdout=log, stderr=log, env=env).returncode
+        finally:
+            if device is not None:
+                self.free_devices.put(device)
 
 
 def _cell_record(cell: Cell, argv: list[str] | None, seconds: float) -> dict[str, Any]:
@@ -820,6 +839,7 @@ def run_study(
     *,
     cache: Path | None = None,
     jobs: int = 1,
+    devices: tuple[str, ...] = (),
     dry_run: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any] | None:
@@ -838,7 +858,7 @@ def run_study(
             print(f"{'cached' if cell.done() else 'to run'}  {cell.kind:8} {cell.label}  {shown}")
         return None
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    runner = CellRunner(config.launch, jobs > 1, threads, quiet)
+    runner = CellRunner(config.launch, jobs > 1 or bool(devices), threads, quiet, devices)
     ran = run_cells(cells, runner, jobs, say)
     results = collect_results(config, plan, ran)
     write_json(out / "results.json", results)
