@@ -63,6 +63,7 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     assert set(runs["sft-b-e1-s0"]["families"]) == {"pretraining", "data", "k", "union"}
     union = runs["rft-a-union-k2-s0"]
     assert union["sources"] == ["a", "b"] and union["rft_data"]["samples_per_problem"] == 4
+    assert union["union"] == "union" and runs["rft-b-k2-s0"]["union"] is None
     own = runs["rft-b-k2-s0"]
     assert own["sources"] == ["b"] and own["rft_data"]["samples_per_problem"] == 2
     assert own["examples"] == 60 + own["rft_data"]["selected"]
@@ -259,3 +260,17 @@ def test_parallel_cells_get_a_gpu_each(tmp_path, monkeypatch):
     with study.ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(runner.run, cells))
     assert len(seen) == 6 and set(seen) == {"3", "5"}
+
+
+def test_several_unions_share_samples_and_name_their_runs(tmp_path):
+    unions = [{"name": "U2", "sources": ["a", "b"], "k": 2, "targets": ["b"]},
+              {"name": "U2b", "sources": ["b", "a"], "k": 1, "targets": "all"}]  # fmt: skip
+    plan = build_plan(config(experiments={"union": unions}), tmp_path)
+    cells = plan.ordered()
+    assert sorted(c.label for c in cells if c.kind == "reject" and c.label.startswith("U")) == [
+        "U2-a-b-k2-s0", "U2b-b-a-k1-s0"]  # fmt: skip
+    assert len([c for c in cells if c.kind == "sample"]) == 2  # one sampling per model, at the largest k
+    names = {run["name"]: run["union"] for run in plan.runs.values() if run["union"]}
+    assert names == {"rft-b-U2-k2-s0": "U2", "rft-a-U2b-k1-s0": "U2b", "rft-b-U2b-k1-s0": "U2b"}
+    with pytest.raises(StudyError, match="distinct names"):
+        config(experiments={"union": [unions[0], unions[0]]})

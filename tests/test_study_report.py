@@ -39,10 +39,12 @@ def correct(accuracy: float) -> list[int]:
 
 
 class Study:
-    """Builds a results.json with known accuracies; each model is run once per seed, seed accuracies a ∓ spread."""
+    """Builds a results.json with known accuracies; each model is run once per seed, seed accuracies a ∓ spread.
+    `named`: every run has a `union` field (the current form), else none (the older single-union form)."""
 
-    def __init__(self, seeds: tuple[int, ...] = (0,), spread: float = 0.0) -> None:
+    def __init__(self, seeds: tuple[int, ...] = (0,), spread: float = 0.0, *, named: bool = False) -> None:
         self.seeds, self.spread, self.runs, self.experiments = seeds, spread, [], {}
+        self.named = named
 
     def add(self, name: str, accuracy: float, families: list[str], **fields: object) -> None:
         offsets = [self.spread * (2 * i - (len(self.seeds) - 1)) for i in range(len(self.seeds))]
@@ -59,6 +61,7 @@ class Study:
                 "rft_data": None,
                 "examples": TRAIN,
                 "tokens": 100_000,
+                **({"union": None} if self.named else {}),
                 **fields,
             }
             self.runs.append(
@@ -89,8 +92,8 @@ class Study:
             "distinct_per_problem": distinct,
             "selected": selected,
         }
-        sources = fields.pop("sources", [base])
-        pooled = ["union"] if sources != [base] else []
+        sources, union = fields.pop("sources", [base]), fields.pop("union", None)
+        pooled = [union or "union"] if sources != [base] else []
         label = "-".join([base, f"k{k}", *pooled, *(f"{key}{value}" for key, value in fields.items())])
         self.add(
             f"rft-{label}",
@@ -104,6 +107,7 @@ class Study:
             rft_data=rft_data,
             examples=TRAIN + selected,
             tokens=300_000,
+            **({"union": union} if union else {}),
             **fields,
         )
 
@@ -190,6 +194,33 @@ def add_union(study: Study, union: dict[str, float]) -> None:
         study.rft(base, 4, accuracy, 6.0, ["union"], sources=sources)
 
 
+def add_unions(study: Study, unions: dict[str, tuple[list[str], int, dict[str, float]]]) -> None:
+    """Named unions (name: sources, k, target accuracies) in the current form; own RFT at k=4 as in add_union."""
+    study.experiments["union"] = [
+        {"name": name, "sources": sources, "k": k, "targets": list(targets)}
+        for name, (sources, k, targets) in unions.items()
+    ]
+    for base, accuracy in (("b1", 58), ("b2", 62), ("b5", 74)):
+        study.rft(base, 4, accuracy, 2.0, ["union"])
+    for name, (sources, k, targets) in unions.items():
+        for base, accuracy in targets.items():
+            study.rft(base, k, accuracy, 6.0, ["union"], sources=sources, union=name)
+
+
+U13B, U33B = ["b1", "b2", "b3", "b4"], list(LOSSES)
+TWO_UNIONS = {"U13B": (U13B, 4, {"b2": 65, "b3": 72}), "U33B": (U33B, 8, {"b3": 71})}
+"""U13B beats own RFT on b2 (65 vs 62) and b3 (72 vs 70 at k=8); U33B (5 models, k=8) too on b3 (71), but
+scores below U13B there."""
+
+
+def named_study(unions: dict[str, tuple[list[str], int, dict[str, float]]]) -> dict:
+    study = Study(named=True)
+    add_pretraining(study)
+    add_k(study)
+    add_unions(study, unions)
+    return study.results()
+
+
 def full_study(seeds: tuple[int, ...] = (0,), spread: float = 0.0, union: dict[str, float] | None = None) -> dict:
     study = Study(seeds, spread)
     add_pretraining(study)
@@ -270,7 +301,9 @@ def test_k_family_paths_fit_and_controls(full):
 
 
 def test_union_and_gain(full):
-    targets = {t["target"]: t for t in full["union"]["targets"]}
+    (union,) = full["union"]["unions"]  # the older single-union form: runs without `union` fields
+    assert union["name"] == "union" and union["sources"] == list(LOSSES) and full["union"]["comparisons"] == []
+    targets = {t["target"]: t for t in union["targets"]}
     assert targets["b3"]["best_own"]["k"] == 8
     assert targets["b3"]["union_minus_best_own"]["value"] == pytest.approx(2.0)
     assert targets["b3"]["union_minus_own"]["value"] == pytest.approx(6.0)
@@ -286,6 +319,65 @@ def test_union_worse_than_own_rft_is_contradicted_with_the_numbers():
     assert finding["verdict"] == CONTRADICTED
     assert "scores 60.0% against the best own-samples RFT 62.0% (k=4): -2.0 points" in finding["sentences"][0]
     assert "scores 64.0% against the best own-samples RFT 70.0% (k=8): -6.0 points" in finding["sentences"][1]
+
+
+@pytest.fixture(scope="module")
+def two_unions() -> dict:
+    return analyse_study(named_study(TWO_UNIONS))
+
+
+def test_each_union_has_its_targets_and_the_larger_is_compared_with_the_smaller(two_unions):
+    family = two_unions["union"]
+    assert [(u["name"], u["sources"], u["k"]) for u in family["unions"]] == [("U13B", U13B, 4), ("U33B", U33B, 8)]
+    u13b, u33b = ({t["target"]: t for t in u["targets"]} for u in family["unions"])
+    assert set(u13b) == {"b2", "b3"} and set(u33b) == {"b3"}
+    assert u13b["b3"]["union_minus_own"]["value"] == pytest.approx(6.0)  # own RFT at k=4: 66
+    assert u33b["b3"]["own"]["k"] == 8 and u33b["b3"]["union_minus_own"]["value"] == pytest.approx(1.0)
+    assert u33b["b3"]["union_minus_best_own"]["value"] == pytest.approx(1.0)
+    (pair,) = family["comparisons"]  # b2 is a target of U13B only
+    assert (pair["target"], pair["larger"], pair["smaller"]) == ("b3", "U33B", "U13B")
+    assert pair["difference"]["value"] == pytest.approx(-1.0) and pair["difference"]["ci"][1] < 0
+    assert pair["verdict"] == CONTRADICTED and family["without_runs"] == []
+    assert two_unions["gain"]["k"] == 4  # the first union's k
+
+
+def test_union_finding_names_each_union_and_reports_the_larger_minus_the_smaller(two_unions):
+    finding = by_claim(two_unions, "RFT on the pooled")
+    assert finding["verdict"] == SUPPORTED  # every union beats the best own-samples RFT on every target
+    b2, b3, b3_larger, pair = finding["sentences"]
+    assert b2.startswith("b2: RFT on the union U13B of 4 models' samples at k=4 scores 65.0% against the best ")
+    assert "scores 72.0% against the best own-samples RFT 70.0% (k=8): +2.0 points" in b3
+    assert b3_larger.startswith("b3: RFT on the union U33B of 5 models' samples at k=8 scores 71.0% against")
+    assert pair.startswith("b3: U33B (5 models, k=8) 71.0% against U13B (4 models, k=4) 72.0%: -1.0 points (95% CI")
+    assert pair.endswith("; the larger union is worse.")
+
+
+def test_a_union_below_own_rft_mixes_the_verdict_and_a_better_larger_union_is_reported():
+    analysis = analyse_study(named_study({"U13B": (U13B, 4, {"b3": 64}), "U33B": (U33B, 4, {"b3": 74})}))
+    finding = by_claim(analysis, "RFT on the pooled")
+    assert finding["verdict"] == "mixed"  # U13B 64 < own 70 (k=8), U33B 74 > 70
+    assert "RFT on the union U13B of 4 models' samples at k=4 scores 64.0%" in finding["sentences"][0]
+    assert ": +10.0 points (95% CI" in finding["sentences"][2]
+    assert finding["sentences"][2].endswith("; the larger union is better.")
+
+
+def test_report_has_a_table_per_union_and_the_union_comparison(tmp_path, two_unions):
+    results = named_study(TWO_UNIONS)
+    results["experiments"]["union"].append({"name": "U0", "sources": ["b1", "b2"], "k": 4, "targets": ["b1"]})
+    report = write_study_report(tmp_path, results).read_text()
+    assert "### U13B: 4 models pooled (b1, b2, b3, b4), k=4 each" in report
+    assert "### U33B: 5 models pooled (b1, b2, b3, b4, b5), k=8 each" in report
+    assert (
+        "| target | SFT | RFT own k=8 | RFT U33B | paths own | paths U33B | U33B − own | own − SFT | U33B − SFT |"
+        in report
+    )
+    assert "| b3 | U33B | 71.0 (" in report and "| contradicted |" in report
+    assert "Without evaluated runs: U0." in report and "RFT on each union (U13B, U33B)" in report
+    assert (tmp_path / "figures" / "union.png").read_bytes()[:4] == b"\x89PNG"
+    assert (
+        json.loads((tmp_path / "analysis.json").read_text())["union"]["comparisons"]
+        == two_unions["union"]["comparisons"]
+    )
 
 
 @pytest.mark.parametrize(("scaled", "trend", "verdict"), [(1.0, "rises", SUPPORTED), (-1.0, "falls", CONTRADICTED)])

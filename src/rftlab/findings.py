@@ -18,6 +18,11 @@ when the slope of the base best at full data is below the weakest's (significant
 do not overlap). Several bases or k values: all "supported" → supported, all in the expected direction → the
 weakest of their verdicts, all against → "contradicted" if one is significant else "not supported", else
 "mixed".
+
+Unions. A study may pool several sets of models (the paper's U13B and U33B); every union's targets count
+towards the union finding, and where two unions share a target the larger one (more sources, then larger k)
+is compared with the smaller one. Results without run `union` fields hold one union, named "union", whose
+runs are those pooling several bases.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ LINEAR_R2 = 0.8
 """A fit that should be (log-)linear needs at least this R² to support the finding fully."""
 PREDICTOR_MARGIN = 0.1
 """|r| by which loss must beat log10(parameters) to count as the better predictor of accuracy."""
+DEFAULT_UNION = "union"
+"""The name of a union that has none (and of the one union of results without run `union` fields)."""
 
 SUPPORTED, PARTLY, AGREES = "supported", "partly supported", "direction agrees but not significant"
 NOT_SUPPORTED, CONTRADICTED, MIXED = "not supported", "contradicted", "mixed"
@@ -79,7 +86,15 @@ class Model:
 # Models and selection ---------------------------------------------------------------------------
 
 
+def _union_name(run: Json, sources: list[str]) -> str | None:
+    """The union a run trained on: its `union` field, else (older results) "union" when it pools several bases."""
+    if "union" in run:
+        return run["union"]
+    return DEFAULT_UNION if len(sources) > 1 else None
+
+
 def _config(run: Json) -> Json:
+    sources = sorted(run.get("sources") or [])
     return {
         "stage": run["stage"],
         "base": run["base"],
@@ -89,7 +104,8 @@ def _config(run: Json) -> Json:
         "budget": run.get("budget") or "epochs",
         "k": run.get("k"),
         "dedup": run.get("dedup"),
-        "sources": sorted(run.get("sources") or []),
+        "sources": sources,
+        "union": _union_name(run, sources),
     }
 
 
@@ -144,7 +160,7 @@ def _sft(models: list[Model], family: str | None, base: str, world: str = "defau
 def _own_rft(models: list[Model], family: str | None, base: str, **criteria: Any) -> list[Model]:
     """RFT models of a base on its own SFT model's samples (default: dedup, default world, epoch budget)."""
     wanted = {"world": "default", "dedup": True, "budget": "epochs", **criteria}
-    found = _select(models, family, stage="rft", base=base, sources=[base], **wanted)
+    found = _select(models, family, stage="rft", base=base, sources=[base], union=None, **wanted)
     return sorted(found, key=lambda m: m.config["k"] or 0)
 
 
@@ -261,7 +277,7 @@ def _combined(verdicts: list[str]) -> str:
 # Experiment families ----------------------------------------------------------------------------
 
 
-def _absent(name: str, spec: Json | None) -> Json:
+def _absent(name: str, spec: Json | list[Json] | None) -> Json:
     reason = f"the study has no {name} experiment" if spec is None else f"the {name} experiment has no evaluated runs"
     return {"tested": False, "reason": reason}
 
@@ -474,14 +490,38 @@ def _k_family(models: list[Model], spec: Json | None) -> Json:
     return {"tested": True, "bases": bases} if bases else _absent("k", spec)
 
 
-def _union_target(models: list[Model], target: str, sources: list[str], k: int) -> Json | None:
-    union = _select(
-        models, "union", stage="rft", base=target, sources=sources, k=k, world="default", dedup=True, budget="epochs"
+def _union_specs(spec: Json | list[Json] | None) -> list[Json]:
+    """The study's unions as a list, each with a name (an older single mapping is one union named "union")."""
+    if spec is None:
+        return []
+    return [
+        {**union, "name": union.get("name") or DEFAULT_UNION} for union in ([spec] if isinstance(spec, dict) else spec)
+    ]
+
+
+def _pooled(models: list[Model], target: str, union: Json) -> Model | None:
+    """The RFT model of a target trained on a union's pooled samples."""
+    found = _select(
+        models,
+        "union",
+        stage="rft",
+        base=target,
+        union=union["name"],
+        sources=union["sources"],
+        k=union["k"],
+        world="default",
+        dedup=True,
+        budget="epochs",
     )
-    if not union:
+    return found[0] if found else None
+
+
+def _union_target(models: list[Model], target: str, union: Json) -> Json | None:
+    union_model = _pooled(models, target, union)
+    if union_model is None:
         return None
-    union_model, sft = union[0], _sft(models, "union", target)
-    own = _own_rft(models, "union", target, k=k)
+    sft = _sft(models, "union", target)
+    own = _own_rft(models, "union", target, k=union["k"])
     own_model = own[0] if own else None
     every_own = _own_rft(models, None, target)
     best_own = max(every_own, key=lambda m: m.accuracy) if every_own else None
@@ -511,24 +551,67 @@ def _union_target(models: list[Model], target: str, sources: list[str], k: int) 
     }
 
 
-def _union_family(models: list[Model], spec: Json | None) -> Json:
-    if spec is None or spec.get("k") is None:
-        return _absent("union", spec)
-    sources, k = sorted(spec.get("sources") or []), spec["k"]
+def _union_entry(models: list[Model], spec: Json) -> Json | None:
+    """One union's sources, k and targets; None without k or without an evaluated target."""
+    if spec.get("k") is None:
+        return None
+    union = {"name": spec["name"], "sources": sorted(spec.get("sources") or []), "k": spec["k"]}
     targets = [
-        t
+        entry
         for target in _family_bases(spec, models, "union", "targets")
-        if (t := _union_target(models, target, sources, k))
+        if (entry := _union_target(models, target, union))
     ]
-    if not targets:
+    return {**union, "targets": targets} if targets else None
+
+
+def _union_size(union: Json) -> tuple[int, int]:
+    return len(union["sources"]), union["k"]
+
+
+def _union_comparisons(models: list[Model], unions: list[Json]) -> list[Json]:
+    """The larger union (more sources, then larger k; on a tie the later one) minus the smaller on each shared
+    target, with the verdict on "the larger union is better"."""
+    comparisons = []
+    for pair in combinations(unions, 2):
+        smaller, larger = sorted(pair, key=_union_size)
+        shared = [t["target"] for t in smaller["targets"] if t["target"] in {u["target"] for u in larger["targets"]}]
+        for target in shared:
+            big, small = _pooled(models, target, larger), _pooled(models, target, smaller)
+            if big and small:
+                difference = _difference(big, small)
+                comparisons.append(
+                    {
+                        "target": target,
+                        "larger": larger["name"],
+                        "smaller": smaller["name"],
+                        "difference": difference,
+                        "verdict": _verdict(difference["value"], [difference["ci"]], +1),
+                    }
+                )
+    return comparisons
+
+
+def _union_family(models: list[Model], spec: Json | list[Json] | None) -> Json:
+    specs = _union_specs(spec)
+    if not specs:
+        return _absent("union", None)
+    unions = [entry for union in specs if (entry := _union_entry(models, union))]
+    if not unions:
         return _absent("union", spec)
-    return {"tested": True, "k": k, "sources": sources, "targets": targets}
+    tested = {union["name"] for union in unions}
+    return {
+        "tested": True,
+        "unions": unions,
+        "comparisons": _union_comparisons(models, unions),
+        "without_runs": [union["name"] for union in specs if union["name"] not in tested],
+    }
 
 
 def _gain_k(experiments: Json) -> int | None:
-    """The k at which RFT gains are compared: the union's, else the k family's largest de-duplicated k."""
-    if experiments.get("union", {}).get("k"):
-        return int(experiments["union"]["k"])
+    """The k at which RFT gains are compared: the first union's, else the k family's largest de-duplicated k."""
+    unions = _union_specs(experiments.get("union"))
+    if unions and unions[0].get("k"):
+        return int(unions[0]["k"])
     ks = experiments.get("k", {}).get("k") or []
     return int(max(ks)) if ks else None
 
@@ -810,12 +893,16 @@ def _rft_sft_finding(k_family: Json, union: Json) -> Json:
                 f"{_acc(entry['sft'])}: {_diff_text(last['difference'])}; by k: {others}."
             )
     if not verdicts and union["tested"]:
-        for target in union["targets"]:
-            if target["own_minus_sft"]:
-                difference = target["own_minus_sft"]
+        seen = set()  # unions at the same k share a target's own-samples RFT
+        for entry in union["unions"]:
+            for target in entry["targets"]:
+                difference, key = target["own_minus_sft"], (target["target"], entry["k"])
+                if difference is None or key in seen:
+                    continue
+                seen.add(key)
                 verdicts.append(_verdict(difference["value"], [difference["ci"]], +1))
                 sentences.append(
-                    f"{target['target']}: RFT at k={union['k']} scores {_acc(target['own'])} against SFT "
+                    f"{target['target']}: RFT at k={entry['k']} scores {_acc(target['own'])} against SFT "
                     f"{_acc(target['sft'])}: {_diff_text(difference)}."
                 )
     if not verdicts:
@@ -877,37 +964,73 @@ def _equal_tokens_text(entry: Json, item: Json) -> tuple[Json, str]:
     return item["vs_sft"], text
 
 
-def _union_finding(union: Json) -> Json:
+def _union_label(union: Json) -> str:
+    """E.g. "the union U13B"; "the union" for a union named "union" (the default)."""
+    return "the union" if union["name"] == DEFAULT_UNION else f"the union {union['name']}"
+
+
+def _union_target_text(union: Json, target: Json) -> str:
+    difference, own, pooled, best = (
+        target["union_minus_best_own"],
+        target["own"],
+        target["union"],
+        target["best_own"],
+    )
+    text = (
+        f"{target['target']}: RFT on {_union_label(union)} of {len(union['sources'])} models' samples at "
+        f"k={union['k']} scores {_acc(pooled)} against the best own-samples RFT {_acc(best)} (k={best['k']}): "
+        f"{_diff_text(difference)}"
+    )
+    if own and own["distinct_per_problem"] is not None and pooled["distinct_per_problem"] is not None:
+        text += (
+            f"; distinct paths per question {pooled['distinct_per_problem']:.2f} pooled vs "
+            f"{own['distinct_per_problem']:.2f} own at k={union['k']}"
+        )
+    if target["union_minus_sft"]:
+        text += f"; {union['name']} minus SFT {_diff_text(target['union_minus_sft'])}"
+    return text + "."
+
+
+_LARGER_UNION = {
+    SUPPORTED: "the larger union is better",
+    AGREES: "the larger union is ahead, but not significantly",
+    NOT_SUPPORTED: "the larger union is not better",
+    CONTRADICTED: "the larger union is worse",
+}
+
+
+def _union_pair_text(family: Json, item: Json) -> str:
+    """E.g. "b3: U33B (5 models, k=4) 71.0% against U13B (4 models, k=4) 72.0%: -1.0 points (...); the larger
+    union is worse." """
+    unions = {union["name"]: union for union in family["unions"]}
+
+    def side(name: str) -> str:
+        union = unions[name]
+        (target,) = [t for t in union["targets"] if t["target"] == item["target"]]
+        return f"{name} ({len(union['sources'])} models, k={union['k']}) {_acc(target['union'])}"
+
+    return (
+        f"{item['target']}: {side(item['larger'])} against {side(item['smaller'])}: "
+        f"{_diff_text(item['difference'])}; {_LARGER_UNION[item['verdict']]}."
+    )
+
+
+def _union_finding(family: Json) -> Json:
     claim = "RFT on the pooled samples of several models (union) beats the best single-model RFT"
-    if not union["tested"]:
-        return _untested(4, claim, union["reason"])
+    if not family["tested"]:
+        return _untested(4, claim, family["reason"])
     verdicts, sentences = [], []
-    for target in union["targets"]:
-        difference, own, pooled, best = (
-            target["union_minus_best_own"],
-            target["own"],
-            target["union"],
-            target["best_own"],
-        )
-        if difference is None:
-            continue
-        verdicts.append(_verdict(difference["value"], [difference["ci"]], +1))
-        text = (
-            f"{target['target']}: RFT on the union of {len(union['sources'])} models' samples at k={union['k']} "
-            f"scores {_acc(pooled)} against the best own-samples RFT {_acc(best)} (k={best['k']}): "
-            f"{_diff_text(difference)}"
-        )
-        if own and own["distinct_per_problem"] is not None and pooled["distinct_per_problem"] is not None:
-            text += (
-                f"; distinct paths per question {pooled['distinct_per_problem']:.2f} pooled vs "
-                f"{own['distinct_per_problem']:.2f} own at k={union['k']}"
-            )
-        if target["union_minus_sft"]:
-            text += f"; union minus SFT {_diff_text(target['union_minus_sft'])}"
-        sentences.append(text + ".")
+    for union in family["unions"]:
+        for target in union["targets"]:
+            difference = target["union_minus_best_own"]
+            if difference is not None:
+                verdicts.append(_verdict(difference["value"], [difference["ci"]], +1))
+                sentences.append(_union_target_text(union, target))
+    pairs = [_union_pair_text(family, item) for item in family["comparisons"]]
     if not verdicts:
-        return _untested(4, claim, "no union target has an own-samples RFT to compare with")
-    return _finding(4, claim, _combined(verdicts), sentences)
+        reason = _sentence("no union target has an own-samples RFT to compare with")
+        return _finding(4, claim, NOT_TESTED, [reason, *pairs])
+    return _finding(4, claim, _combined(verdicts), sentences + pairs)
 
 
 def _gain_finding(gain: Json) -> Json:

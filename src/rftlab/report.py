@@ -433,21 +433,19 @@ def _k_blocks(k_family: dict[str, Any], figures: dict[str, bytes]) -> list[Block
     return blocks + _figure(figures, "k", "Distinct paths per question and accuracy against k (log2)")
 
 
-def _union_blocks(union: dict[str, Any], figures: dict[str, bytes]) -> list[Block]:
-    blocks: list[Block] = [("h", 2, "4. Unions: RFT on the pooled samples of several models")]
-    if not union["tested"]:
-        return blocks + _untested(union)
-    k = union["k"]
+def _union_table(union: dict[str, Any]) -> list[Block]:
+    """One union's heading (name, sources, k) and its table of targets."""
+    name, k = union["name"], union["k"]
     header = [
         "target",
         "SFT",
         f"RFT own k={k}",
-        "RFT union",
+        f"RFT {name}",
         "paths own",
-        "paths union",
-        "union − own",
+        f"paths {name}",
+        f"{name} − own",
         "own − SFT",
-        "union − SFT",
+        f"{name} − SFT",
     ]
     rows = [
         [
@@ -463,16 +461,55 @@ def _union_blocks(union: dict[str, Any], figures: dict[str, bytes]) -> list[Bloc
         ]
         for t in union["targets"]
     ]
-    sources = ", ".join(union["sources"])
-    blocks += [
-        (
-            "p",
-            f"Sources pooled at k={k} each: {sources}. Paths: distinct paths per question; differences "
-            "in points with paired 95% CIs.",
-        ),
+    heading = f"{name}: {len(union['sources'])} models pooled ({', '.join(union['sources'])}), k={k} each"
+    return [("h", 3, heading), ("table", header, rows)]
+
+
+def _union_pairs(family: dict[str, Any]) -> list[Block]:
+    """The larger minus the smaller union on each target they share."""
+    if not family["comparisons"]:
+        return []
+    accuracy = {(u["name"], t["target"]): t["union"] for u in family["unions"] for t in u["targets"]}
+    rows = [
+        [
+            c["target"],
+            c["larger"],
+            _pct(accuracy[c["larger"], c["target"]]),
+            c["smaller"],
+            _pct(accuracy[c["smaller"], c["target"]]),
+            _diff(c["difference"]),
+            c["verdict"],
+        ]
+        for c in family["comparisons"]
+    ]
+    header = [
+        "target",
+        "larger union",
+        "maj1@1 (95% CI)",
+        "smaller union",
+        "maj1@1 (95% CI)",
+        "larger − smaller (95% CI)",
+        "larger is better: verdict",
+    ]
+    return [
+        ("h", 3, "Larger against smaller unions"),
+        ("p", "Larger: more sources (then a larger k); on targets both unions trained."),
         ("table", header, rows),
     ]
-    return blocks + _figure(figures, "union", "SFT, RFT on own samples and RFT on the union, per target base")
+
+
+def _union_blocks(family: dict[str, Any], figures: dict[str, bytes]) -> list[Block]:
+    blocks: list[Block] = [("h", 2, "4. Unions: RFT on the pooled samples of several models")]
+    if not family["tested"]:
+        return blocks + _untested(family)
+    blocks.append(("p", "Paths: distinct paths per question; differences in points with paired 95% CIs."))
+    for union in family["unions"]:
+        blocks += _union_table(union)
+    blocks += _union_pairs(family)
+    if family["without_runs"]:
+        blocks.append(("p", f"Without evaluated runs: {', '.join(family['without_runs'])}."))
+    names = ", ".join(union["name"] for union in family["unions"])
+    return blocks + _figure(figures, "union", f"SFT, RFT on own samples and RFT on each union ({names}), per target")
 
 
 def _gain_blocks(gain: dict[str, Any], figures: dict[str, bytes]) -> list[Block]:
@@ -498,6 +535,7 @@ def _runs_blocks(runs: list[dict[str, Any]]) -> list[Block]:
         "k",
         "dedup",
         "sources",
+        "union",
         "seeds",
         "examples",
         "tokens",
@@ -514,6 +552,7 @@ def _runs_blocks(runs: list[dict[str, Any]]) -> list[Block]:
             _num(r["k"], "d"),
             {True: "yes", False: "no"}.get(r["dedup"], "–"),
             "+".join(r["sources"]) or "–",
+            r.get("union") or "–",
             str(len(r["seeds"])),
             _num(r["examples"]),
             _num(r["tokens"]),
@@ -694,23 +733,38 @@ def _k_figure(plt: Any, k_family: dict[str, Any]) -> Any:
     return figure
 
 
-def _union_figure(plt: Any, union: dict[str, Any]) -> Any:
-    targets = union["targets"]
-    figure, axis = plt.subplots(figsize=(max(5.0, 2.2 * len(targets)), 4), layout="constrained")
-    width = 0.27
-    bars = (("sft", "SFT"), ("own", f"RFT own, k={union['k']}"), ("union", "RFT union"))
-    for offset, (key, label) in enumerate(bars):
-        present = [(i, t[key]) for i, t in enumerate(targets) if t[key]]
-        if present:
-            positions = [i + (offset - 1) * width for i, _ in present]
-            points = [point for _, point in present]
-            drawn = axis.bar(positions, [p["accuracy"] for p in points], width, yerr=_errors(points), capsize=3,
-                             label=label)  # fmt: skip
-            axis.bar_label(drawn, fmt="%.1f", fontsize=7, label_type="center")
-    axis.set_xticks(range(len(targets)), [t["target"] for t in targets])
+def _union_series(family: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The union figure's bars, label → {target: point}: SFT, own-samples RFT at each union's k, each union."""
+    series: dict[str, dict[str, dict[str, Any]]] = {"SFT": {}}
+    for union in family["unions"]:
+        for t in union["targets"]:
+            if t["sft"]:
+                series["SFT"].setdefault(t["target"], t["sft"])
+            if t["own"]:
+                series.setdefault(f"RFT own, k={union['k']}", {}).setdefault(t["target"], t["own"])
+    for union in family["unions"]:
+        series[f"RFT {union['name']}"] = {t["target"]: t["union"] for t in union["targets"]}
+    return {label: points for label, points in series.items() if points}
+
+
+def _union_figure(plt: Any, family: dict[str, Any]) -> Any:
+    targets = list(dict.fromkeys(t["target"] for union in family["unions"] for t in union["targets"]))
+    series = _union_series(family)
+    width = 0.8 / len(series)
+    figure, axis = plt.subplots(
+        figsize=(max(5.0, (0.7 * len(series) + 0.2) * len(targets)) + 1.5, 4), layout="constrained"
+    )
+    for offset, (label, by_target) in enumerate(series.items()):
+        shift = (offset - (len(series) - 1) / 2) * width
+        positions = [targets.index(target) + shift for target in by_target]
+        points = list(by_target.values())
+        drawn = axis.bar(positions, [p["accuracy"] for p in points], width, yerr=_errors(points), capsize=3,
+                         label=label)  # fmt: skip
+        axis.bar_label(drawn, fmt="%.1f", fontsize=7, label_type="center", rotation=90 if len(series) > 3 else 0)
+    axis.set_xticks(range(len(targets)), targets)
     axis.set_ylabel("maj1@1 (%)")
     axis.set_title("RFT on pooled samples of several models")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 
 

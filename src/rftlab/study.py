@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -107,7 +108,7 @@ _FAMILY_KEYS = {
     "pretraining": {"bases"},
     "data": {"bases", "fractions", "epochs"},
     "k": {"bases", "k", "no_dedup", "canonical", "equal_tokens"},
-    "union": {"sources", "targets", "k"},
+    "union": {"name", "sources", "targets", "k"},
 }
 _WORLD_KEYS = {"n_train", "n_test", "seed", "people", "cost_share", "distractors", "surface", "corpus_docs"}
 
@@ -158,8 +159,10 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
     )
     experiments = _mapping(mapping.get("experiments"), f"{where}: experiments")
     _known_keys(experiments, set(FAMILIES), f"{where}: experiments")
-    parsed = {name: _family(name, _mapping(spec, f"{where}: experiments: {name}"), config)
-              for name, spec in experiments.items()}  # fmt: skip
+    parsed: dict[str, Any] = {name: _family(name, _mapping(spec, f"{where}: experiments: {name}"), config)
+                              for name, spec in experiments.items() if name != "union"}  # fmt: skip
+    if "union" in experiments:
+        parsed["union"] = _unions(experiments["union"], config)
     if not parsed:
         raise StudyError(f"{where}: experiments: name at least one of {', '.join(FAMILIES)}")
     return StudyConfig(**{**config.__dict__, "experiments": parsed})
@@ -252,13 +255,32 @@ def _family(name: str, spec: dict[str, Any], config: StudyConfig) -> dict[str, A
         if extras["canonical"] and "toyworld" not in config.data:
             raise StudyError(f"{where}: canonical: the canonical-world ablation needs the toy world")
         return {"bases": _names(spec.get("bases"), config, where), "k": ks, **extras}
+    raise StudyError(f"{where}: unknown experiment")
+
+
+def _unions(value: Any, config: StudyConfig) -> list[dict[str, Any]]:
+    """One union (a mapping) or several (a list, e.g. U13B and U33B), each with a unique name."""
+    where = f"{config.source}: experiments: union"
+    specs = value if isinstance(value, list) else [value]
+    unions = [_union(_mapping(spec, f"{where}[{i}]"), config, f"{where}[{i}]") for i, spec in enumerate(specs)]
+    names = [union["name"] for union in unions]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{where}: several unions need distinct names")
+    return unions
+
+
+def _union(spec: dict[str, Any], config: StudyConfig, where: str) -> dict[str, Any]:
+    _known_keys(spec, _FAMILY_KEYS["union"], where)
     k = int(spec.get("k", 0))
     if k < 1:
         raise StudyError(f"{where}: k: give the paths sampled per question from each source (at least 1)")
     sources = _names(spec.get("sources"), config, where)
     if len(sources) < 2:
         raise StudyError(f"{where}: sources: a union pools at least two models")
-    return {"sources": sources, "targets": _names(spec.get("targets"), config, where), "k": k}
+    name = str(spec.get("name", "union"))
+    if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+        raise StudyError(f"{where}: name: letters, digits, '_' and '.' only")
+    return {"name": name, "sources": sources, "targets": _names(spec.get("targets"), config, where), "k": k}
 
 
 def _fraction(value: Any, where: str) -> float:
@@ -484,8 +506,8 @@ class Planner:
             self.request_samples(self.sft(base, canonical=canonical), k)
         if "k" in experiments:
             self.plan_k(experiments["k"])
-        if "union" in experiments:
-            self.plan_union(experiments["union"])
+        for union in experiments.get("union", []):
+            self.plan_union(union)
 
     def plan_data(self, spec: dict[str, Any]) -> None:
         for base in spec["bases"]:
@@ -504,9 +526,9 @@ class Planner:
                     requests[(base, False)] = max(ks)
                 if k_spec["canonical"]:
                     requests[(base, True)] = max(k_spec["canonical"])
-        if union:
-            for base in {*union["sources"], *union["targets"]}:
-                requests[(base, False)] = max(requests.get((base, False), 0), union["k"])
+        for spec in union or []:
+            for base in {*spec["sources"], *spec["targets"]}:
+                requests[(base, False)] = max(requests.get((base, False), 0), spec["k"])
         return requests
 
     def own_rft(
@@ -537,16 +559,16 @@ class Planner:
                 self.evaluate(canonical_sft, "k", {**_sft_record(base, 1.0, self.epochs), "world": "canonical"})
 
     def plan_union(self, spec: dict[str, Any]) -> None:
-        k, world = spec["k"], self.world()
+        k, world, name = spec["k"], self.world(), spec["name"]
         pooled = [self.samples(self.sft(source), source, world) for source in spec["sources"]]
-        selection = self.rejection(pooled, world, k, True, _label("union", *spec["sources"], f"k{k}", f"s{self.seed}"))
+        selection = self.rejection(pooled, world, k, True, _label(name, *spec["sources"], f"k{k}", f"s{self.seed}"))
         for base in spec["targets"]:
             self.evaluate(self.sft(base), "union", _sft_record(base, 1.0, self.epochs))
             model, record = self.own_rft(base, k)
             self.evaluate(model, "union", record)
-            union_model = self.rft(base, selection, _label(base, "union", f"k{k}"))
-            self.evaluate(union_model, "union", _rft_record(base, k, True, spec["sources"], selection, "epochs",
-                                                             self.epochs))  # fmt: skip
+            union_model = self.rft(base, selection, _label(base, name, f"k{k}"))
+            record = _rft_record(base, k, True, spec["sources"], selection, "epochs", self.epochs)
+            self.evaluate(union_model, "union", {**record, "union": name})
 
 
 def _epoch_choices(epochs: float | None, fraction: float, rule: str) -> list[float | None]:
@@ -559,14 +581,15 @@ def _epoch_choices(epochs: float | None, fraction: float, rule: str) -> list[flo
 
 def _sft_record(base: str, fraction: float, epochs: float | None) -> dict[str, Any]:
     return {"stage": "sft", "base": base, "world": "default", "fraction": fraction, "epochs": epochs,
-            "budget": "epochs" if epochs else "tokens", "k": None, "dedup": None, "sources": []}  # fmt: skip
+            "budget": "epochs" if epochs else "tokens", "k": None, "dedup": None, "sources": [],
+            "union": None}  # fmt: skip
 
 
 def _rft_record(base: str, k: int, dedup: bool, sources: list[str], selection: Cell, budget: str,
                 epochs: float | None) -> dict[str, Any]:  # fmt: skip
     return {"stage": "rft", "base": base, "world": "default", "fraction": 1.0,
             "epochs": epochs if budget == "epochs" else None, "budget": budget, "k": k, "dedup": dedup,
-            "sources": sources, "selection": selection}  # fmt: skip
+            "sources": sources, "union": None, "selection": selection}  # fmt: skip
 
 
 def _file_digest(path: Path) -> str:
