@@ -189,3 +189,44 @@ def test_two_processes_give_the_single_process_file(tiny, tmp_path):
     assert json.loads((tmp_path / "sharded.jsonl.meta.json").read_text())["processes"] == 2
     assert sharded.read_bytes() == single.read_bytes()
     assert not list(tmp_path.glob("sharded.jsonl.rank*"))
+
+
+def test_prompts_put_the_demonstrations_first_in_the_same_template():
+    from rftlab.models import encode_prompt
+
+    tokenizer = char_tokenizer()
+    shots = (("1+1?", "#### 2"), ("2+3?", "#### 5"))
+    text = tokenizer.decode(encode_prompt(tokenizer, "4+4?", "compact", shots))
+    assert text == "<s>Q: 1+1?\nA: #### 2\n\nQ: 2+3?\nA: #### 5\n\nQ: 4+4?\nA: "
+    tokenizer.chat_template = (
+        "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] "
+        "{% endif %}"
+    )
+    chat = tokenizer.decode(encode_prompt(tokenizer, "4+4?", "chat", shots[:1]))
+    assert chat == "[user] 1+1?\n[assistant] #### 2\n[user] 4+4?\n[assistant] "
+
+
+def test_few_shot_evaluation_shows_the_first_train_problems_and_resumes(tiny, tmp_path, monkeypatch):
+    from rftlab.evaluate import demonstrations, evaluate_model
+    from rftlab.sample import HFBackend
+
+    (tmp_path / "train").mkdir()
+    data, train = problems_file(tmp_path, 3), problems_file(tmp_path / "train", 4)
+    seen = []
+    decode = HFBackend._decode
+
+    def spy(self, prompts, keys, settings):
+        seen.extend(self.tokenizer.decode(ids) for ids in prompts)
+        return decode(self, prompts, keys, settings)
+
+    monkeypatch.setattr(HFBackend, "_decode", spy)
+    options = {"sampling": {"max_new_tokens": 8}, "shots": 2, "shots_from": train, "show_progress": False}
+    summary = evaluate_model(str(tiny), data, tmp_path / "icl.json", **options)
+    examples = read_problems(train)[:2]
+    expected = "".join(f"Q: {p.query}\nA: {p.response}\n\n" for p in examples)
+    assert len(seen) == 3 and all(prompt.startswith("<s>" + expected) for prompt in seen)
+    assert summary["shots"] == 2 and summary["n"] == 3
+    assert evaluate_model(str(tiny), data, tmp_path / "icl.json", **options) == summary  # resumes: same settings
+    assert len(seen) == 3
+    with pytest.raises(ValueError, match="fewer than the 9 shots"):
+        demonstrations(9, train)

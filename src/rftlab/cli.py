@@ -82,9 +82,16 @@ def _eval(args: argparse.Namespace) -> int:
             extractor=args.extractor, show_progress=False if args.quiet else None,
             sampling={"top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": args.template,
                       "batch_size": args.batch_size},
+            shots=args.shots, shots_from=args.shots_from or _train_beside(args.data),
         )  # fmt: skip
     print(summary_table(summary))
     return 0
+
+
+def _train_beside(test: Path) -> Path | None:
+    """train.jsonl in the test file's folder, where toy worlds and GSM8K copies keep it."""
+    train = test.parent / "train.jsonl"
+    return train if train.is_file() and train != test else None
 
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
@@ -106,6 +113,9 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-k", type=int, help="samples per problem for maj1@k and pass@k")
     parser.add_argument("--temperature", type=float, default=0.7, help="for the k samples (default 0.7)")
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), default=DEFAULT_EXTRACTOR, help="answer rule")
+    parser.add_argument("--shots", type=int, default=0, help="solved examples before each question (ICL; paper: 8)")
+    parser.add_argument("--shots-from", type=Path, metavar="TRAIN.jsonl", help="examples' file (default: train.jsonl "
+                        "beside --data); its first N problems are the examples")  # fmt: skip
     _add_sampling_options(parser)
     parser.set_defaults(handler=_eval)
 

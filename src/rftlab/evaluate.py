@@ -279,6 +279,18 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def demonstrations(shots: int, source: str | os.PathLike[str] | None) -> tuple[tuple[str, str], ...]:
+    """The first `shots` problems of a train file as (question, solution) pairs for few-shot prompts."""
+    if shots <= 0:
+        return ()
+    if source is None:
+        raise ValueError("few-shot evaluation needs a file of solved problems to take the examples from")
+    problems = read_problems(source, unique_ids=False)
+    if len(problems) < shots:
+        raise ValueError(f"{source}: {len(problems)} problem(s), fewer than the {shots} shots asked for")
+    return tuple((problem.query, problem.response) for problem in problems[:shots])
+
+
 def evaluate_model(
     model: str,
     data: str | os.PathLike[str],
@@ -289,18 +301,22 @@ def evaluate_model(
     seed: int = 0,
     extractor: str = DEFAULT_EXTRACTOR,
     sampling: dict[str, Any] | None = None,
+    shots: int = 0,
+    shots_from: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
     """`rftlab eval --model`: greedy maj1@1 and, with k, maj1@k and pass@k from k samples at `temperature`.
 
     The paths go beside `out` (EVAL.greedy.jsonl, EVAL.samples.jsonl) through the sampler, so an
     interrupted evaluation resumes; `sampling` passes further SamplingSettings fields (batch size, template).
+    With `shots`, the first `shots` problems of `shots_from` (a train file) are shown before every
+    question as solved examples: in-context learning, the paper's ICL rows.
     """
     from rftlab.sample import SamplingSettings, load_backend, run_sampling
 
     out, problems = Path(out), read_problems(data)
     backend = functools.cache(load_backend)  # the greedy and the sampled run share one loaded model
-    extra = sampling or {}
+    extra = {**(sampling or {}), "shots": demonstrations(shots, shots_from)}
     greedy_file = out.with_suffix(".greedy.jsonl")
     run_sampling(model, Path(data), greedy_file, SamplingSettings(k=1, temperature=0.0, seed=seed, **extra),
                  show_progress=show_progress, make_backend=backend)  # fmt: skip
@@ -308,6 +324,8 @@ def evaluate_model(
     records = list(greedy.predictions())
     summary = greedy.summary(predictions_path(out).name)
     summary.update({"model": str(model), "greedy_samples": greedy_file.name})
+    if shots:
+        summary.update({"shots": shots, "shots_from": str(shots_from)})
     if k is not None and k > 1:
         sampled_file = out.with_suffix(".samples.jsonl")
         settings = SamplingSettings(k=k, temperature=temperature, seed=seed, **extra)

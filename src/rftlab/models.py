@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,16 +132,24 @@ def load_model(
     return model, tokenizer
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, query: str, template: str) -> list[int]:
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase, query: str, template: str, shots: Sequence[tuple[str, str]] = ()
+) -> list[int]:
     """Token ids of the prompt for a question: a named template (BOS added as the tokenizer does), or `chat`,
-    the tokenizer's own chat template with the question as the user's turn."""
+    the tokenizer's own chat template with the question as the user's turn. `shots` are (question,
+    solution) demonstrations put first, each in the same template (in-context learning)."""
     from rftlab.data import CHAT_TEMPLATE, PROMPT_TEMPLATES
 
     if template == CHAT_TEMPLATE:
-        messages = [{"role": "user", "content": query}]
+        messages = []
+        for question, solution in shots:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": solution}]
+        messages.append({"role": "user", "content": query})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes its own specials
-    return tokenizer(PROMPT_TEMPLATES[template].format(query=query), add_special_tokens=True)["input_ids"]
+    form = PROMPT_TEMPLATES[template]
+    demonstrations = "".join(form.format(query=question) + solution + "\n\n" for question, solution in shots)
+    return tokenizer(demonstrations + form.format(query=query), add_special_tokens=True)["input_ids"]
 
 
 def read_metadata(checkpoint: str | Path) -> dict[str, Any]:

@@ -44,6 +44,8 @@ class SamplingSettings:
     template: str = "compact"
     batch_size: int = 256
     """Rows (prompts x k) per batch; part of the settings because batches fix the chunks."""
+    shots: tuple[tuple[str, str], ...] = ()
+    """(question, solution) demonstrations before every question: few-shot in-context learning."""
 
 
 class Backend(Protocol):
@@ -93,7 +95,7 @@ class HFBackend:
         from rftlab.models import encode_prompt
 
         rows = [
-            (encode_prompt(self.tokenizer, query, settings.template), key)
+            (encode_prompt(self.tokenizer, query, settings.template, settings.shots), key)
             for query, query_keys in zip(queries, keys, strict=True)
             for key in query_keys
         ]
@@ -177,7 +179,7 @@ def _run_metadata(model: str, label: str, backend: str, data: Path, settings: Sa
         "backend": backend,
         "data": str(data),
         "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
-        "settings": asdict(settings),
+        "settings": orjson.loads(orjson.dumps(asdict(settings))),  # as read back from JSON (tuples: lists)
         "versions": {"rftlab": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }
 
