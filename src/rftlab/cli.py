@@ -52,8 +52,6 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sample(commands: argparse._SubParsersAction) -> None:
-    from pathlib import Path
-
     parser = commands.add_parser(
         "sample",
         help="sample k reasoning paths per problem (resumable)",
@@ -95,8 +93,6 @@ def _train_beside(test: Path) -> Path | None:
 
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
-    from pathlib import Path
-
     from rftlab.answers import DEFAULT_EXTRACTOR, EXTRACTORS
 
     parser = commands.add_parser(
@@ -136,8 +132,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
-    from pathlib import Path
-
     from rftlab.pipeline import DemoConfig
 
     parser = commands.add_parser(
@@ -264,8 +258,6 @@ def _toyworld(args: argparse.Namespace) -> int:
 
 
 def _add_toyworld(commands: argparse._SubParsersAction) -> None:
-    from pathlib import Path
-
     from rftlab.toyworld import DEFAULT_CONFIG, DEFAULT_CORPUS_DOCS, SURFACES
 
     parser = commands.add_parser(
@@ -358,8 +350,6 @@ def _add_training_options(parser: argparse.ArgumentParser, budget_help: str) -> 
 
 
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
-    from pathlib import Path
-
     from rftlab.models import DEFAULT_PRESET, PRESETS
 
     parser = commands.add_parser(
@@ -376,8 +366,6 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_sft(commands: argparse._SubParsersAction) -> None:
-    from pathlib import Path
-
     from rftlab.data import TEMPLATE_CHOICES
     from rftlab.train import RECIPES
 
