@@ -211,9 +211,9 @@ def test_a_launcher_runs_training_and_sampling_cells(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    launched = config({}, experiments={"k": {"bases": ["a"], "k": [1]}})
-    launched = study.StudyConfig(**{**launched.__dict__, "launch": ("accelerate", "launch", "--num_processes", "2")})
-    plan = build_plan(launched, tmp_path)
+    raw = {**json.loads(json.dumps(MICRO)), "launch": "accelerate launch --num_processes 2"}
+    raw["experiments"] = {"k": {"bases": ["a"], "k": [1]}}
+    plan = build_plan(parse_config(raw, "micro.yaml"), tmp_path)
     calls = []
 
     def record(argv, **_):
@@ -221,7 +221,7 @@ def test_a_launcher_runs_training_and_sampling_cells(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(argv, 0)
 
     monkeypatch.setattr(study.subprocess, "run", record)
-    runner = study.CellRunner(launched.launch, subprocesses=True, threads=1, quiet=True)
+    runner = study.CellRunner(subprocesses=True, threads=1, quiet=True)
     by_kind = {}
     for cell in plan.ordered():
         by_kind.setdefault(cell.kind, cell)
@@ -232,6 +232,30 @@ def test_a_launcher_runs_training_and_sampling_cells(tmp_path, monkeypatch):
     expected = [[*launch, kind] for kind in ("pretrain", "sft", "sample")] + [[sys.executable, "-m", "rftlab", "eval"]]
     assert prefixes == expected
     assert all(argv[-1] == "-q" for argv in calls)
+
+
+def test_bases_bring_their_own_settings_and_launchers(tmp_path):
+    raw = {**json.loads(json.dumps(MICRO)), "launch": {"sft": "accelerate launch --config_file ddp.yaml"}}
+    raw["bases"][1].update(train={"device_batch": 2}, sample={"dtype": "bfloat16"}, eval={"max_new_tokens": 90},
+                           launch={"sft": ["accelerate", "launch", "--config_file", "fsdp.yaml"]})  # fmt: skip
+    raw["experiments"] = {"k": {"bases": "all", "k": [1]}}
+    plan = build_plan(parse_config(raw, "micro.yaml"), tmp_path)
+    cells = {(cell.kind, cell.label): cell for cell in plan.ordered()}
+    a, b = cells["sft", "sft-a-e1-s0"], cells["sft", "sft-b-e1-s0"]
+    assert (a.params["device_batch"], b.params["device_batch"]) == (8, 2)
+    assert a.launch[-1] == "ddp.yaml" and b.launch[-1] == "fsdp.yaml"
+    assert cells["sft", "rft-b-k1-s0"].launch == b.launch  # RFT trains b's base: b's launcher
+    assert cells["sample", "sft-b-e1-s0-k1"].params["dtype"] == "bfloat16"
+    assert "dtype" not in cells["sample", "sft-a-e1-s0-k1"].params
+    assert cells["eval", "rft-b-k1-s0"].params["max_new_tokens"] == 90
+    assert cells["eval", "rft-a-k1-s0"].params["max_new_tokens"] == 60
+    assert cells["pretrain", "a-s0"].launch == ()  # no launcher named for pre-training
+    raw["bases"][0]["train"] = {"warmup": 0.1}
+    with pytest.raises(StudyError, match=r"micro.yaml: bases\[0\]: train: unknown key\(s\) warmup"):
+        parse_config(raw, "micro.yaml")
+    raw["bases"][0]["train"], raw["launch"] = {}, {"eval": "torchrun"}
+    with pytest.raises(StudyError, match=r"micro.yaml: launch: unknown key\(s\) eval"):
+        parse_config(raw, "micro.yaml")
 
 
 def test_parallel_cells_get_a_gpu_each(tmp_path, monkeypatch):
@@ -256,7 +280,7 @@ def test_parallel_cells_get_a_gpu_each(tmp_path, monkeypatch):
 
     monkeypatch.setattr(study.subprocess, "run", occupy)
     monkeypatch.setattr(study, "command", lambda cell: ["sft"])
-    runner = study.CellRunner((), subprocesses=True, threads=1, quiet=True, devices=("3", "5"))
+    runner = study.CellRunner(subprocesses=True, threads=1, quiet=True, devices=("3", "5"))
     with study.ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(runner.run, cells))
     assert len(seen) == 6 and set(seen) == {"3", "5"}

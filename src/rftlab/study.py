@@ -72,6 +72,11 @@ class Base:
     model: str | None = None
     loss: float | None = None
     parameters: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    launch: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per-base settings over the study's (e.g. a larger model's device batch, GPUs, launcher)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,8 @@ class StudyConfig:
     train: dict[str, Any] = field(default_factory=dict)
     sample: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
-    launch: tuple[str, ...] = ()
+    launch: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Command prefix per cell kind (pretrain, sft, sample), e.g. `accelerate launch --config_file F`."""
     source: str = ""
 
     def base(self, name: str) -> Base:
@@ -97,12 +103,16 @@ class StudyConfig:
         raise StudyError(f"{self.source}: unknown base {name!r}; bases are {', '.join(b.name for b in self.bases)}")
 
 
+LAUNCHED = ("pretrain", "sft", "sample")  # the cells a `launch` prefix (accelerate, torchrun) can run
 _TOP_KEYS = {"name", "seeds", "data", "bases", "experiments", "pretrain", "train", "sample", "eval", "launch"}
+_SAMPLING_KEYS = {"temperature", "top_p", "max_new_tokens", "template", "batch_size", "dtype", "backend",
+                  "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "gpu_memory_utilization",
+                  "max_model_len", "distributed_executor_backend"}  # fmt: skip
 _OPTION_KEYS = {
     "pretrain": {"lr", "batch_size", "device_batch", "save_every"},
     "train": {"epochs", "tokens", "recipe", "lr", "batch_size", "device_batch", "save_every", "template", "max_length"},
-    "sample": {"temperature", "top_p", "max_new_tokens", "template", "batch_size", "dtype"},
-    "eval": {"k", "temperature", "top_p", "max_new_tokens", "template", "batch_size", "dtype", "extractor"},
+    "sample": _SAMPLING_KEYS,
+    "eval": {"k", "extractor", *_SAMPLING_KEYS},
 }
 _FAMILY_KEYS = {
     "pretraining": {"bases"},
@@ -146,14 +156,13 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
         raise StudyError(f"{where}: bases: names must be unique")
     data = _data(mapping.get("data"), f"{where}: data", folder)
     seeds = tuple(int(seed) for seed in _list(mapping.get("seeds", [0]), f"{where}: seeds"))
-    launch = mapping.get("launch") or ()
     config = StudyConfig(
         name=str(mapping.get("name") or Path(source).stem),
         seeds=seeds or (0,),
         data=data,
         bases=bases,
         experiments={},
-        launch=tuple(shlex.split(launch) if isinstance(launch, str) else map(str, launch)),
+        launch=_launch(mapping.get("launch"), f"{where}: launch"),
         source=source,
         **options,
     )
@@ -186,9 +195,27 @@ def _known_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
         raise StudyError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
 
 
+def _launch(value: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """A launcher for every launched kind (a string or list), or one per kind (a mapping)."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        value = dict.fromkeys(LAUNCHED, value)
+    _known_keys(value, set(LAUNCHED), where)
+    return {kind: tuple(shlex.split(prefix) if isinstance(prefix, str) else map(str, _list(prefix, where)))
+            for kind, prefix in value.items() if prefix}  # fmt: skip
+
+
+def _overrides(spec: dict[str, Any], section: str, where: str) -> dict[str, Any]:
+    options = _mapping(spec.get(section) or {}, f"{where}: {section}")
+    _known_keys(options, _OPTION_KEYS[section], f"{where}: {section}")
+    return options
+
+
 def _base(entry: Any, where: str) -> Base:
     spec = _mapping(entry, where)
-    _known_keys(spec, {"name", "preset", "pretrain_tokens", "model", "loss", "parameters"}, where)
+    _known_keys(spec, {"name", "preset", "pretrain_tokens", "model", "loss", "parameters", "train", "sample", "eval",
+                       "launch"}, where)  # fmt: skip
     if "name" not in spec:
         raise StudyError(f"{where}: a base needs a name")
     if ("preset" in spec) == ("model" in spec):
@@ -202,6 +229,8 @@ def _base(entry: Any, where: str) -> Base:
         model=spec.get("model"),
         loss=float(spec["loss"]) if spec.get("loss") is not None else None,
         parameters=int(float(spec["parameters"])) if spec.get("parameters") is not None else None,
+        **{section: _overrides(spec, section, where) for section in ("train", "sample", "eval")},
+        launch=_launch(spec.get("launch"), f"{where}: launch"),
     )
 
 
@@ -307,6 +336,7 @@ class Cell:
     key: str = ""
     folder: Path = Path()
     external: str | None = None  # a path or hub id that exists outside the study (no work to do)
+    launch: tuple[str, ...] = ()  # a launcher (accelerate, torchrun) the command runs under; not part of the key
 
     def output(self) -> str:
         """The cell's main output: a data folder, a model, a file."""
@@ -361,7 +391,14 @@ class Plan:
         self.runs: dict[str, dict[str, Any]] = {}
         self._fingerprints: dict[str, str] = {}
 
-    def add(self, kind: str, label: str, params: dict[str, Any], inputs: dict[str, Cell] | None = None) -> Cell:
+    def add(
+        self,
+        kind: str,
+        label: str,
+        params: dict[str, Any],
+        inputs: dict[str, Cell] | None = None,
+        launch: tuple[str, ...] = (),
+    ) -> Cell:
         inputs = inputs or {}
         if kind not in self._fingerprints:
             self._fingerprints[kind] = _code_fingerprint(kind)
@@ -374,7 +411,7 @@ class Plan:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
         if key not in self.cells:
             folder = self.cache / kind / f"{label}-{key}"
-            self.cells[key] = Cell(kind, label, params, inputs, key, folder)
+            self.cells[key] = Cell(kind, label, params, inputs, key, folder, launch=launch)
         return self.cells[key]
 
     def external(self, kind: str, label: str, location: str, identity: str, params: dict[str, Any]) -> Cell:
@@ -445,7 +482,16 @@ class Planner:
         if base.model is not None:
             return self.plan.external("pretrain", name, base.model, base.model, {"model": base.model})
         params = {"preset": base.preset, "tokens": base.pretrain_tokens, "seed": self.seed, **self.config.pretrain}
-        return self.plan.add("pretrain", _label(name, f"s{self.seed}"), params, {"data": self.world()})
+        label = _label(name, f"s{self.seed}")
+        return self.plan.add("pretrain", label, params, {"data": self.world()}, self.launch(name, "pretrain"))
+
+    def launch(self, base: str, kind: str) -> tuple[str, ...]:
+        """The launcher of a base's cells of this kind: the base's own, else the study's."""
+        return self.config.base(base).launch.get(kind) or self.config.launch.get(kind, ())
+
+    def options(self, base: str, section: str) -> dict[str, Any]:
+        """The study's train, sample or eval settings with the base's own over them."""
+        return {**getattr(self.config, section), **getattr(self.config.base(base), section)}
 
     def subset(self, fraction: float) -> Cell | None:
         if fraction == 1:
@@ -460,18 +506,19 @@ class Planner:
         budget = {"epochs": epochs if epochs is not None else self.epochs, "tokens": self.config.train.get("tokens")}
         if budget["epochs"] is not None:
             budget["tokens"] = None
-        params = {**self.config.train, **budget, "seed": self.seed}
+        params = {**self.options(base, "train"), **budget, "seed": self.seed}
         label = _label("sft", base, "canonical" if canonical else "", _fraction_label(fraction) if fraction < 1 else "",
                        _epoch_label(budget["epochs"]) if budget["epochs"] else "", f"s{self.seed}")  # fmt: skip
-        return self.plan.add("sft", label, params, inputs)
+        return self.plan.add("sft", label, params, inputs, self.launch(base, "sft"))
 
     def request_samples(self, model: Cell, k: int) -> None:
         self.sample_k[model.key] = max(k, self.sample_k.get(model.key, 0))
 
     def samples(self, model: Cell, source: str, world: Cell) -> Cell:
-        params = {**self.config.sample, "k": self.sample_k[model.key], "seed": self.seed, "label": source}
+        params = {**self.options(source, "sample"), "k": self.sample_k[model.key], "seed": self.seed, "label": source}
         inputs = {"model": model, "data": world}
-        return self.plan.add("sample", _label(model.label, f"k{params['k']}"), params, inputs)
+        label = _label(model.label, f"k{params['k']}")
+        return self.plan.add("sample", label, params, inputs, self.launch(source, "sample"))
 
     def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str) -> Cell:
         inputs = {"data": world, **{f"samples{i}": cell for i, cell in enumerate(samples)}}
@@ -485,11 +532,11 @@ class Planner:
             budget: dict[str, Any] = {"epochs": None, "tokens": "tokens_of"}
         else:
             budget = {"epochs": self.epochs, "tokens": None if self.epochs else self.config.train.get("tokens")}
-        params = {**self.config.train, **budget, "seed": self.seed}
-        return self.plan.add("sft", _label("rft", label, f"s{self.seed}"), params, inputs)
+        params = {**self.options(base, "train"), **budget, "seed": self.seed}
+        return self.plan.add("sft", _label("rft", label, f"s{self.seed}"), params, inputs, self.launch(base, "sft"))
 
     def evaluate(self, model: Cell, family: str, record: dict[str, Any]) -> None:
-        params = {**self.config.eval, "seed": self.seed}
+        params = {**self.options(record["base"], "eval"), "seed": self.seed}
         evaluation = self.plan.add("eval", model.label, params, {"model": model, "data": self.world()})
         self.plan.report(model, evaluation, family, {**record, "seed": self.seed, "name": model.label})
 
@@ -682,21 +729,11 @@ def _raw_lines(path: Path) -> Iterable[dict[str, Any]]:
         yield from (json.loads(line) for line in lines if line.strip())
 
 
-LAUNCHED = ("pretrain", "sft", "sample")  # the cells a `launch` prefix (accelerate, torchrun) runs
-
-
 class CellRunner:
     """Runs cells in process (the default) or as subprocesses (`--jobs N` > 1, or a launcher)."""
 
-    def __init__(
-        self,
-        launch: tuple[str, ...],
-        subprocesses: bool,
-        threads: int | None,
-        quiet: bool,
-        devices: tuple[str, ...] = (),
-    ) -> None:
-        self.launch, self.subprocesses, self.threads, self.quiet = launch, subprocesses, threads, quiet
+    def __init__(self, subprocesses: bool, threads: int | None, quiet: bool, devices: tuple[str, ...] = ()) -> None:
+        self.subprocesses, self.threads, self.quiet = subprocesses, threads, quiet
         self.devices = devices  # GPUs shared out among parallel cells, one each (CUDA_VISIBLE_DEVICES)
         self.free_devices: queue.Queue[str] = queue.Queue()
         for device in devices:
@@ -725,7 +762,7 @@ class CellRunner:
         return seconds
 
     def _outside(self, cell: Cell) -> bool:
-        return self.subprocesses or (bool(self.launch) and cell.kind in LAUNCHED)
+        return self.subprocesses or bool(cell.launch)
 
     def _in_process(self, cell: Cell, argv: list[str]) -> int:
         from rftlab.cli import main
@@ -734,7 +771,7 @@ class CellRunner:
             return main(argv)
 
     def _subprocess(self, cell: Cell, argv: list[str]) -> int:
-        launcher = list(self.launch) if self.launch and cell.kind in LAUNCHED else [sys.executable]
+        launcher = list(cell.launch) or [sys.executable]
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
@@ -758,6 +795,7 @@ def _cell_record(cell: Cell, argv: list[str] | None, seconds: float) -> dict[str
         "params": cell.params,
         "inputs": {role: source.key for role, source in cell.inputs.items()},
         "command": None if argv is None else ["rftlab", *argv],
+        "launch": list(cell.launch),
         "seconds": round(seconds, 2),
         "rftlab_version": __version__,
     }
@@ -877,11 +915,13 @@ def run_study(
     if dry_run:
         for cell in cells:
             argv = command(cell) if all(source.done() for source in cell.inputs.values()) else None
-            shown = "rftlab " + shlex.join(argv) if argv else "(in-process)" if cell.kind == "subset" else "(later)"
+            shown = "(in-process)" if cell.kind == "subset" else "(later)"
+            if argv:
+                shown = shlex.join([*cell.launch, "-m", "rftlab", *argv] if cell.launch else ["rftlab", *argv])
             print(f"{'cached' if cell.done() else 'to run'}  {cell.kind:8} {cell.label}  {shown}")
         return None
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    runner = CellRunner(config.launch, jobs > 1 or bool(devices), threads, quiet, devices)
+    runner = CellRunner(jobs > 1 or bool(devices), threads, quiet, devices)
     ran = run_cells(cells, runner, jobs, say)
     results = collect_results(config, plan, ran)
     write_json(out / "results.json", results)
