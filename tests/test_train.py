@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -152,7 +153,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     problems = [{"query": f"Ann has {n}. Total?", "response": f"<<{n}+2={n + 2}>>\n#### {n + 2}"} for n in range(64)]
     data.write_text("".join(json.dumps(problem) + "\n" for problem in problems))
     command = ["rftlab", "sft", "--model", str(base), "--data", str(data), "--recipe", "toy-sft", "--epochs", "2",
-               "--batch-size", "8", "--device-batch", "4", "--quiet", "--out"]  # fmt: skip
+               "--batch-size", "8", "--device-batch", "4", "--log-every", "2", "--quiet", "--out"]  # fmt: skip
     subprocess.run([sys.executable, "-m", *command, str(tmp_path / "one")], check=True, capture_output=True)
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", *command, str(tmp_path / "two")],
@@ -160,7 +161,11 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-2000:]
     facts = [json.loads((tmp_path / name / "rftlab.json").read_text()) for name in ("one", "two")]
-    assert [f["processes"] for f in facts] == [1, 2]
+    assert [f["processes"] for f in facts] == [1, 2] and [f["distributed"] for f in facts] == ["NO", "MULTI_CPU"]
     assert facts[0]["steps"] == facts[1]["steps"] == 16 and facts[0]["tokens_seen"] == facts[1]["tokens_seen"]
     one, other = (AutoModelForCausalLM.from_pretrained(tmp_path / name).state_dict() for name in ("one", "two"))
     assert max((one[name] - other[name]).abs().max().item() for name in one) < 1e-4
+    curves = [np.array(f["losses"]) for f in facts]  # [step, mean loss over the steps since the last log]
+    assert curves[0][:, 0].tolist() == curves[1][:, 0].tolist() == list(range(2, 17, 2))
+    assert curves[0][0, 1] > curves[0][-1, 1] + 0.5  # it learns
+    assert np.abs(curves[0][:, 1] - curves[1][:, 1]).max() < 1e-5

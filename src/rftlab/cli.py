@@ -289,6 +289,7 @@ def _recipe_from(args: argparse.Namespace, name: str):
         global_batch=args.batch_size,
         device_batch=args.device_batch,
         save_every=args.save_every,
+        log_every=args.log_every,
         epochs=args.epochs,
         tokens=args.tokens,
         **{key: getattr(args, key) for key in ("template", "max_length") if key in args},
@@ -344,6 +345,7 @@ def _add_training_options(parser: argparse.ArgumentParser, budget_help: str) -> 
     parser.add_argument("--batch-size", type=int, help="global batch (examples per optimiser step)")
     parser.add_argument("--device-batch", type=int, help="examples per forward pass; the rest is accumulated")
     parser.add_argument("--save-every", type=int, help="optimiser steps between resumable checkpoints")
+    parser.add_argument("--log-every", type=int, help="optimiser steps between logged losses")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="retrain even if OUT holds a finished model")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -162,8 +162,8 @@ def train_causal_lm(
 ) -> dict[str, Any]:
     """Trains with the HF Trainer, resuming from `out/trainer` if a run stopped; saves the model in `out`.
 
-    Returns the run's facts: steps, tokens seen, seconds, final training loss and, given `held_out`,
-    the held-out loss.
+    Returns the run's facts: steps, tokens seen, seconds, final training loss, the logged loss curve and,
+    given `held_out`, the held-out loss.
     """
     import torch
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
@@ -218,17 +218,31 @@ def train_causal_lm(
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
         "train_seconds": round(time.perf_counter() - start, 2),
         "train_loss": result.training_loss,
+        "losses": [[entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry],
+        "distributed": trainer.accelerator.distributed_type.value,
         "resumed": resume is not None,
     }
     if held_out:
         facts["heldout_loss"] = trainer.evaluate()["eval_loss"]
+    if trainer.is_fsdp_enabled:  # save_model writes nothing from a sharded state dict: gather the full one
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(out))
     record = {**facts, **(metadata or {}), "complete": True}
     if trainer.is_world_process_zero():
+        _check_saved(out)
         for checkpoint in (out / TRAINER_DIR).glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
         write_metadata(out, record)
     return record
+
+
+def _check_saved(folder: Path) -> None:
+    """An error if the Trainer saved no weights (DeepSpeed ZeRO-3 gathers them only when told to)."""
+    if not any(folder.glob("*.safetensors")):
+        raise RuntimeError(
+            f"{folder}: no weights were saved; under DeepSpeed ZeRO-3 set stage3_gather_16bit_weights_on_model_save "
+            "to true (accelerate config: zero3_save_16bit_model)"
+        )
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
