@@ -1,11 +1,13 @@
 """Tokenizer, presets, response-only loss, training and checkpoints (tiny models, a few steps)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
+from rftlab.cli import main
 from rftlab.models import CHARACTERS, PRESETS, char_tokenizer, count_parameters, new_toy_model
-from rftlab.train import IGNORE_INDEX, corpus_documents, packed_blocks, recipe_with, sft_example, train_causal_lm
+from rftlab.train import (
+    IGNORE_INDEX,
+    Lora,
+    corpus_documents,
+    packed_blocks,
+    recipe_with,
+    sft,
+    sft_example,
+    train_causal_lm,
+)
 
 QUERY, RESPONSE = "Ann has 7. Bob has 3 more. How many in all?", "Bob=<<7+3=10>>10\nTotal=<<7+10=17>>17\n#### 17"
 
@@ -24,6 +36,18 @@ QUERY, RESPONSE = "Ann has 7. Bob has 3 more. How many in all?", "Bob=<<7+3=10>>
 @pytest.fixture(scope="module")
 def tokenizer():
     return char_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A freshly initialised tiny base model and 64 short problems to fine-tune it on."""
+    folder = tmp_path_factory.mktemp("toy")
+    tokenizer = char_tokenizer()
+    new_toy_model("tiny", tokenizer, seed=0).save_pretrained(folder / "base")
+    tokenizer.save_pretrained(folder / "base")
+    problems = [{"query": f"Ann has {n}. Total?", "response": f"<<{n}+2={n + 2}>>\n#### {n + 2}"} for n in range(64)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(problem) + "\n" for problem in problems))
+    return folder / "base", folder / "train.jsonl"
 
 
 TOKENIZER = char_tokenizer()
@@ -144,14 +168,8 @@ def test_pretraining_resumes_after_a_kill(tmp_path):
     assert facts[0]["heldout_loss"] == pytest.approx(facts[1]["heldout_loss"], abs=1e-5)
 
 
-def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-    tokenizer = char_tokenizer()
-    base = tmp_path / "base"
-    new_toy_model("tiny", tokenizer, seed=0).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    data = tmp_path / "train.jsonl"
-    problems = [{"query": f"Ann has {n}. Total?", "response": f"<<{n}+2={n + 2}>>\n#### {n + 2}"} for n in range(64)]
-    data.write_text("".join(json.dumps(problem) + "\n" for problem in problems))
+def test_two_processes_train_like_one_with_the_same_global_batch(toy, tmp_path):
+    base, data = toy
     command = ["rftlab", "sft", "--model", str(base), "--data", str(data), "--recipe", "toy-sft", "--epochs", "2",
                "--batch-size", "8", "--device-batch", "4", "--log-every", "2", "--quiet", "--out"]  # fmt: skip
     subprocess.run([sys.executable, "-m", *command, str(tmp_path / "one")], check=True, capture_output=True)
@@ -169,3 +187,88 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     assert curves[0][:, 0].tolist() == curves[1][:, 0].tolist() == list(range(2, 17, 2))
     assert curves[0][0, 1] > curves[0][-1, 1] + 0.5  # it learns
     assert np.abs(curves[0][:, 1] - curves[1][:, 1]).max() < 1e-5
+
+
+def lora_recipe():
+    return recipe_with("toy-sft", epochs=4.0, global_batch=8, device_batch=8, learning_rate=1e-2, log_every=4)
+
+
+def test_lora_trains_only_the_targeted_layers_and_saves_them_merged_into_a_plain_checkpoint(toy, tmp_path):
+    from peft import PeftModel
+
+    base, data = toy
+    out = tmp_path / "lora"
+    facts = sft(str(base), data, out, recipe=lora_recipe(), lora=Lora(4, 8.0, targets="q_proj,v_proj"))
+    assert facts["settings"]["lora"] == {"r": 4, "alpha": 8.0, "dropout": 0.05, "targets": "q_proj,v_proj"}
+    assert facts["trainable_parameters"] == 2 * (4 * 32 + 32 * 4)  # A and B of q_proj and v_proj, one layer
+    losses = [loss for _, loss in facts["losses"]]
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.03
+
+    merged = AutoModelForCausalLM.from_pretrained(out)  # a plain Llama: the adapter lives apart, in out/adapter
+    assert type(merged).__name__ == "LlamaForCausalLM" and not list(out.glob("adapter_*"))
+    before, after = AutoModelForCausalLM.from_pretrained(base).state_dict(), merged.state_dict()
+    assert after.keys() == before.keys()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"}
+
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "adapter").eval()
+    batch = torch.tensor([char_tokenizer()(QUERY)["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(adapted(batch).logits, merged(batch).logits, atol=1e-5)
+        with adapted.disable_adapter():  # the base's logits: the adapter does change them
+            assert (adapted(batch).logits - merged(batch).logits).abs().max() > 1e-2
+
+
+def test_lora_without_peft_names_the_extra(toy, tmp_path, monkeypatch):
+    base, data = toy
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'rftlab\[lora\]'"):
+        sft(str(base), data, tmp_path / "out", recipe=lora_recipe(), lora=Lora(4, 8.0))
+
+
+def test_gradient_checkpointing_changes_no_result_and_dtype_is_a_setting(toy, tmp_path):
+    base, data = toy
+    recipe, lora = recipe_with("toy-sft", epochs=1.0, global_batch=8, device_batch=8, learning_rate=1e-2), Lora(4, 8.0)
+    plain = sft(str(base), data, tmp_path / "plain", recipe=recipe, lora=lora)  # frozen base, adapters with dropout
+    checkpointed = sft(str(base), data, tmp_path / "checkpointed", recipe=replace(recipe, gradient_checkpointing=True),
+                       lora=lora)  # fmt: skip
+    assert plain["settings"] == checkpointed["settings"] and "dtype" not in plain["settings"]
+    a, b = (AutoModelForCausalLM.from_pretrained(tmp_path / name).state_dict() for name in ("plain", "checkpointed"))
+    assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
+
+    half = sft(str(base), data, tmp_path / "bf16", recipe=recipe, dtype="bfloat16")
+    assert half["settings"]["dtype"] == "bfloat16" and math.isfinite(half["train_loss"])
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "bf16", dtype="auto").dtype == torch.bfloat16
+
+
+def lora_command(base: Path, data: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "rftlab", "sft", "--model", str(base), "--data", str(data), "--out", str(out),
+        "--recipe", "toy-sft", "--epochs", "4", "--batch-size", "4", "--device-batch", "4", "--lr", "1e-2",
+        "--lora-r", "4", "--lora-dropout", "0.1", "--save-every", "8", "--log-every", "8", "--quiet",
+    ]  # fmt: skip
+
+
+def test_lora_training_resumes_after_a_kill(toy, tmp_path):
+    base, data = toy
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(lora_command(base, data, straight), check=True, capture_output=True)
+
+    process = subprocess.Popen(lora_command(base, data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((killed / "trainer").glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list((killed / "trainer").glob("checkpoint-*/adapter_model.safetensors"))  # the Trainer saves adapters
+    full = ["sft", "--model", str(base), "--data", str(data), "--out", str(killed), "--recipe", "toy-sft", "--quiet"]
+    assert main(full) == 2  # a full fine-tuning run does not resume the LoRA one
+    assert main([*full, "--lora-alpha", "8"]) == 2  # LoRA options need --lora-r
+    subprocess.run(lora_command(base, data, killed), check=True, capture_output=True)
+
+    facts = [json.loads((folder / "rftlab.json").read_text()) for folder in (straight, killed)]
+    assert facts[1]["resumed"] and not facts[0]["resumed"] and facts[0]["steps"] == facts[1]["steps"] == 64
+    assert np.abs(np.array(facts[0]["losses"]) - np.array(facts[1]["losses"])).max() < 1e-6  # dropout RNG restored
+    a, b = (AutoModelForCausalLM.from_pretrained(folder).state_dict() for folder in (straight, killed))
+    assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)

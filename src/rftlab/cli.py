@@ -290,6 +290,7 @@ def _recipe_from(args: argparse.Namespace, name: str):
         device_batch=args.device_batch,
         save_every=args.save_every,
         log_every=args.log_every,
+        gradient_checkpointing=args.gradient_checkpointing,
         epochs=args.epochs,
         tokens=args.tokens,
         **{key: getattr(args, key) for key in ("template", "max_length") if key in args},
@@ -316,6 +317,19 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lora_from(args: argparse.Namespace):
+    """LoRA settings from `--lora-*` (None: full fine-tuning); alpha defaults to 2 r."""
+    from rftlab.train import Lora
+
+    given = {key: getattr(args, f"lora_{key}") for key in ("alpha", "dropout", "targets")}
+    given = {key: value for key, value in given.items() if value is not None}
+    if not args.lora_r:
+        if given:
+            raise ValueError("--lora-alpha, --lora-dropout and --lora-targets need --lora-r")
+        return None
+    return Lora(r=args.lora_r, **{"alpha": 2.0 * args.lora_r, **given})
+
+
 def _sft(args: argparse.Namespace) -> int:
     from rftlab.train import default_recipe, sft
 
@@ -326,6 +340,8 @@ def _sft(args: argparse.Namespace) -> int:
         args.out,
         recipe=recipe,
         seed=args.seed,
+        dtype=args.dtype,
+        lora=_lora_from(args),
         overwrite=args.overwrite,
         show_progress=False if args.quiet or not _main_process() else None,
     )
@@ -346,8 +362,15 @@ def _add_training_options(parser: argparse.ArgumentParser, budget_help: str) -> 
     parser.add_argument("--device-batch", type=int, help="examples per forward pass; the rest is accumulated")
     parser.add_argument("--save-every", type=int, help="optimiser steps between resumable checkpoints")
     parser.add_argument("--log-every", type=int, help="optimiser steps between logged losses")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute activations in the backward pass: less memory (for 7B+ models), same result; under FSDP, "
+        "fsdp_activation_checkpointing in the accelerate config does it without a redundant all-gather",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="retrain even if OUT holds a finished model")
+    parser.add_argument("--overwrite", action="store_true", help="train from scratch, replacing what OUT holds")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -369,14 +392,15 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
 
 def _add_sft(commands: argparse._SubParsersAction) -> None:
     from rftlab.data import TEMPLATE_CHOICES
-    from rftlab.train import RECIPES
+    from rftlab.train import DTYPES, RECIPES
 
     parser = commands.add_parser(
         "sft",
         help="supervised fine-tuning, loss on the response only",
         description="Fine-tune a model on a problem file (GSM8K-style or RFT data) with the loss on the response "
         "and EOS only. Toy checkpoints default to the toy recipe, other models to the paper's (3 epochs, "
-        "global batch 128, lr 2e-5, 3% warm-up, cosine). Resumes if interrupted.",
+        "global batch 128, lr 2e-5, 3% warm-up, cosine). Resumes if interrupted. With --lora-r, trains LoRA "
+        "adapters (PEFT) and saves the base with them merged in, a plain checkpoint, and the adapter in OUT/adapter.",
     )
     parser.add_argument("--model", required=True, metavar="CKPT_OR_HF_ID", help="checkpoint folder, hub id or .gguf")
     parser.add_argument("--data", required=True, type=Path, metavar="TRAIN.jsonl", help="problems or RFT data")
@@ -384,6 +408,13 @@ def _add_sft(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--recipe", choices=[r for r in RECIPES if "pretrain" not in r], help="settings to start from")
     parser.add_argument("--template", choices=TEMPLATE_CHOICES, help="prompt template (chat: the tokenizer's)")
     parser.add_argument("--max-length", type=int, help="longest example in tokens")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (auto: the checkpoint's)")
+    lora = parser.add_argument_group("LoRA (needs peft: pip install 'rftlab[lora]')")
+    lora.add_argument("--lora-r", type=int, default=0, help="adapter rank (default 0: full fine-tuning)")
+    lora.add_argument("--lora-alpha", type=float, help="scale numerator: updates scaled by alpha/r (default 2 r)")
+    lora.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (default 0.05)")
+    lora.add_argument("--lora-targets", help="adapted modules: all-linear (default: every linear layer but the "
+                      "output head) or names, e.g. q_proj,v_proj")  # fmt: skip
     _add_training_options(parser, "toy default 3M")
     parser.set_defaults(handler=_sft)
 

@@ -2,7 +2,8 @@
 
 The Trainer brings Accelerate (DDP, FSDP, DeepSpeed under `accelerate launch`), checkpoints that resume,
 and TensorBoard logs where tensorboard is installed. SFT puts the loss on the response tokens and EOS
-only. Budgets are epochs (the paper's recipe) or tokens (toy recipes), never wall-clock.
+only, on all weights or on LoRA adapters (PEFT) that are merged into the base at the end. Budgets are
+epochs (the paper's recipe) or tokens (toy recipes), never wall-clock.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +32,15 @@ from rftlab.models import (
 )
 
 if TYPE_CHECKING:
+    from peft import LoraConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 TRAINER_DIR = "trainer"
 """Inside a checkpoint folder: the Trainer's resumable checkpoints (removed when done) and TensorBoard logs."""
+ADAPTER_DIR = "adapter"
+"""Inside a LoRA-tuned checkpoint folder: the trained adapter alone, as PEFT saves it."""
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,40 @@ class Recipe:
     save_every: int = 200
     """Optimiser steps between resumable checkpoints."""
     log_every: int = 20
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, same result."""
 
     def identity(self) -> dict[str, Any]:
-        """The settings that shape the trained model (not how often it is saved or logged)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("save_every", "log_every")}
+        """The settings that shape the trained model (not how often it is saved or logged, nor memory savings)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("save_every", "log_every", "gradient_checkpointing")}
+
+
+@dataclass(frozen=True)
+class Lora:
+    """LoRA adapters (PEFT): rank `r`, scale `alpha / r`, dropout, and the adapted modules: `all-linear` (every
+    linear layer but the output head) or a comma-separated list of module names such as `q_proj,v_proj`."""
+
+    r: int
+    alpha: float
+    dropout: float = 0.05
+    targets: str = "all-linear"
+
+    def config(self) -> LoraConfig:
+        """PEFT's configuration of these adapters for a causal LM."""
+        LoraConfig = _peft().LoraConfig
+        targets = self.targets if self.targets == "all-linear" else [t.strip() for t in self.targets.split(",")]
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        )
+
+
+def _peft() -> Any:
+    """The peft module, or an error that names the extra to install."""
+    try:
+        import peft
+    except ImportError:
+        raise ModuleNotFoundError("LoRA needs peft: pip install 'rftlab[lora]'") from None
+    return peft
 
 
 RECIPES: dict[str, Recipe] = {
@@ -159,8 +194,12 @@ def train_causal_lm(
     held_out: list[dict[str, list[int]]] | None = None,
     group_by_length: bool = False,
     metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    lora_base: Callable[[], PreTrainedModel] | None = None,
 ) -> dict[str, Any]:
-    """Trains with the HF Trainer, resuming from `out/trainer` if a run stopped; saves the model in `out`.
+    """Trains with the HF Trainer, resuming from `out/trainer` if a run stopped (unless `overwrite`); saves the
+    model in `out`. With `lora_base` (loads the base model again), `model` is a PEFT model: its adapter is saved
+    in `out/adapter` and merged into the base, which is saved in `out` as a plain checkpoint.
 
     Returns the run's facts: steps, tokens seen, seconds, final training loss, the logged loss curve and,
     given `held_out`, the held-out loss.
@@ -173,6 +212,10 @@ def train_causal_lm(
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch set it for each process
     accumulation = max(1, recipe.global_batch // (recipe.device_batch * world_size))
+    # transformers after 5.17 renamed gradient_checkpointing (a deprecated alias since) to activation_checkpointing
+    checkpointing = next(
+        name for name in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, name)
+    )
     args = TrainingArguments(
         output_dir=str(out / TRAINER_DIR),
         per_device_train_batch_size=recipe.device_batch,
@@ -184,6 +227,7 @@ def train_causal_lm(
         warmup_steps=recipe.warmup,
         weight_decay=recipe.weight_decay,
         bf16=recipe.bf16 and torch.cuda.is_available(),
+        **{checkpointing: recipe.gradient_checkpointing},
         use_cpu=not torch.cuda.is_available(),
         logging_steps=recipe.log_every,
         save_strategy="steps",
@@ -209,7 +253,11 @@ def train_causal_lm(
         callbacks=[_make_progress_callback(description, show_progress)],
     )
     trainer.remove_callback(PrinterCallback)
-    resume = last_complete_checkpoint(out / TRAINER_DIR)
+    if trainer.is_world_process_zero():
+        if overwrite:
+            _remove_checkpoints(out)
+        write_metadata(out, {**(metadata or {}), "complete": False})  # the settings an interrupted run resumes with
+    resume = None if overwrite else last_complete_checkpoint(out / TRAINER_DIR)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     facts = {
@@ -226,12 +274,15 @@ def train_causal_lm(
         facts["heldout_loss"] = trainer.evaluate()["eval_loss"]
     if trainer.is_fsdp_enabled:  # save_model writes nothing from a sharded state dict: gather the full one
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(out))
+    saved = out / ADAPTER_DIR if lora_base else out
+    trainer.save_model(str(saved))
     record = {**facts, **(metadata or {}), "complete": True}
     if trainer.is_world_process_zero():
-        _check_saved(out)
-        for checkpoint in (out / TRAINER_DIR).glob("checkpoint-*"):
-            shutil.rmtree(checkpoint)
+        _check_saved(saved)
+        if lora_base:
+            _peft().PeftModel.from_pretrained(lora_base(), saved).merge_and_unload().save_pretrained(out)
+            tokenizer.save_pretrained(out)
+        _remove_checkpoints(out)
         write_metadata(out, record)
     return record
 
@@ -245,6 +296,11 @@ def _check_saved(folder: Path) -> None:
         )
 
 
+def _remove_checkpoints(out: Path) -> None:
+    for checkpoint in (out / TRAINER_DIR).glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+
+
 def last_complete_checkpoint(folder: Path) -> Path | None:
     """The newest Trainer checkpoint that was fully written; a kill mid-save leaves a partial one behind."""
     checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[1]))
@@ -255,13 +311,14 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
 
 
 def _finished(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """The metadata of an earlier, complete run with the same settings; an error if settings differ."""
+    """The metadata of an earlier, complete run with the same settings; None to train (or resume an interrupted
+    run with the same settings). An error if `out` holds a run, finished or not, with other settings."""
     metadata = read_metadata(out)
-    if not metadata.get("complete") or overwrite:
+    if overwrite or not metadata:
         return None
     if metadata.get("settings") != settings:
         raise FileExistsError(f"{out} holds a model trained with other settings; pass --overwrite to replace it")
-    return metadata
+    return metadata if metadata.get("complete") else None
 
 
 def _sha256(path: Path) -> str:
@@ -311,6 +368,7 @@ def pretrain(
         show_progress=show_progress,
         held_out=packed_blocks(tokenizer, held_docs, recipe.max_length),
         metadata=metadata,
+        overwrite=overwrite,
     )
 
 
@@ -326,10 +384,13 @@ def sft(
     *,
     recipe: Recipe,
     seed: int = 0,
+    dtype: str = "float32",
+    lora: Lora | None = None,
     overwrite: bool = False,
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Supervised fine-tuning on a problem file (GSM8K-style or RFT data), loss on responses only."""
+    """Supervised fine-tuning on a problem file (GSM8K-style or RFT data), loss on responses only; of all weights
+    in `dtype`, or of LoRA adapters merged into the base at the end (the adapter is kept in `out/adapter`)."""
     from rftlab.models import load_model
 
     settings = {
@@ -338,10 +399,19 @@ def sft(
         "recipe": recipe.identity(),
         "seed": seed,
         "data": _sha256(data),
+        **({"dtype": dtype} if dtype != "float32" else {}),
+        **({"lora": asdict(lora)} if lora else {}),
     }
     if (done := _finished(out, settings, overwrite)) is not None:
         return done
-    model, tokenizer = load_model(model_name, dtype="float32")
+    lora_config = lora.config() if lora else None  # before loading: a missing peft fails at once
+    model, tokenizer = load_model(model_name, dtype=dtype)
+    parameters = count_parameters(model)
+    if lora_config is not None:
+        from transformers import set_seed
+
+        set_seed(seed)  # the adapters' initialisation
+        model = _peft().get_peft_model(model, lora_config)
     problems = read_problems(data, unique_ids=False)
     examples = [sft_example(tokenizer, p.query, p.response, recipe.template, recipe.max_length) for p in problems]
     base = read_metadata(model_name)
@@ -349,13 +419,15 @@ def sft(
         "examples": len(examples),
         "data_path": str(data),
         "base": {key: base[key] for key in ("settings", "heldout_loss", "parameters") if key in base},
-        "parameters": count_parameters(model),
+        "parameters": parameters,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "settings": settings,
         "rftlab_version": __version__,
     }
     return train_causal_lm(
         model, tokenizer, examples, out, recipe, seed, description="sft", show_progress=show_progress,
-        group_by_length=True, metadata=metadata,
+        group_by_length=True, metadata=metadata, overwrite=overwrite,
+        lora_base=(lambda: load_model(model_name, dtype=dtype)[0]) if lora else None,
     )  # fmt: skip
 
 
