@@ -226,7 +226,7 @@ def train_causal_lm(
         lr_scheduler_kwargs={"min_lr_rate": recipe.min_lr_rate} if recipe.min_lr_rate else None,
         warmup_steps=recipe.warmup,
         weight_decay=recipe.weight_decay,
-        bf16=recipe.bf16 and torch.cuda.is_available(),
+        bf16=_bf16(recipe),
         **{checkpointing: recipe.gradient_checkpointing},
         use_cpu=not torch.cuda.is_available(),
         logging_steps=recipe.log_every,
@@ -268,6 +268,7 @@ def train_causal_lm(
         "train_loss": result.training_loss,
         "losses": [[entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry],
         "distributed": trainer.accelerator.distributed_type.value,
+        "bf16": args.bf16,
         "resumed": resume is not None,
     }
     if held_out:
@@ -285,6 +286,15 @@ def train_causal_lm(
         _remove_checkpoints(out)
         write_metadata(out, record)
     return record
+
+
+def _bf16(recipe: Recipe) -> bool:
+    """bf16 mixed precision on a GPU when the recipe or the launcher asks for it (an Accelerate config's
+    `mixed_precision: bf16`, which DeepSpeed and FSDP apply anyway and DeepSpeed requires to match)."""
+    import torch
+
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16"
+    return (recipe.bf16 or launcher) and torch.cuda.is_available()
 
 
 def _check_saved(folder: Path) -> None:
