@@ -188,7 +188,7 @@ def test_two_processes_give_the_single_process_file(tiny, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "sharded.jsonl.meta.json").read_text())["processes"] == 2
     assert sharded.read_bytes() == single.read_bytes()
-    assert not list(tmp_path.glob("sharded.jsonl.rank*"))
+    assert not list(tmp_path.glob("sharded.jsonl.shard*"))
 
 
 def test_prompts_put_the_demonstrations_first_in_the_same_template():

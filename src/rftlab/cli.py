@@ -19,7 +19,7 @@ def _main_process() -> bool:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from rftlab.sample import SamplingSettings, run_sampling
+    from rftlab.sample import SamplingSettings, run_sampling, shard_path
 
     settings = SamplingSettings(
         k=args.k,
@@ -28,13 +28,46 @@ def _sample(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
         template=args.template,
-        batch_size=args.batch_size,
+        batch_size=_batch_size(args),
     )
     run_sampling(args.model, args.data, args.out, settings, label=args.label, dtype=args.dtype,
-                 show_progress=False if args.quiet or not _main_process() else None)  # fmt: skip
-    if _main_process():
+                 show_progress=False if args.quiet or not _main_process() else None, backend=args.backend,
+                 engine=_engine(args), data_parallel=args.data_parallel_size, shard=args.shard)  # fmt: skip
+    if args.shard:
+        index, shards = args.shard
+        print(f"{shard_path(args.out, index, shards)}: shard {index} of {shards}, {args.k} path(s) per problem; "
+              f"merge with the same command with --data-parallel-size {shards} instead of --shard")  # fmt: skip
+    elif _main_process():
         print(f"{args.out}: {args.k} path(s) per problem")
     return 0
+
+
+BATCH_SIZES = {"hf": 256, "vllm": 4096}
+ENGINE_OPTIONS = ("tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization", "max_model_len",
+                  "distributed_executor_backend", "enforce_eager", "stop")  # fmt: skip
+
+
+def _batch_size(args: argparse.Namespace) -> int:
+    return args.batch_size or BATCH_SIZES[args.backend]
+
+
+def _engine(args: argparse.Namespace):
+    """The vLLM engine settings of the command line (None with the hf backend, which takes none)."""
+    from rftlab.sample import EngineSettings
+
+    given = {name: getattr(args, name) for name in ENGINE_OPTIONS if getattr(args, name) is not None}
+    if args.backend != "vllm":
+        if given:
+            raise ValueError(f"--{next(iter(given)).replace('_', '-')} is an option of --backend vllm")
+        return None
+    return EngineSettings(**{**given, "stop": tuple(args.stop or ())})
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, shards = text.partition("/")
+    if not (index.isdigit() and shards.isdigit() and int(index) < int(shards)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 0 <= I < N")
+    return int(index), int(shards)
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +79,23 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template", choices=TEMPLATE_CHOICES, default="compact", help="prompt template (chat: the tokenizer's)"
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="rows (prompts x k) per batch")
-    parser.add_argument("--dtype", default="float32", help="model dtype for sampling (float32, bfloat16)")
+    parser.add_argument("--batch-size", type=int, help="rows (prompts x k) per batch (default 256; vllm: 4096)")
+    parser.add_argument("--dtype", help="model dtype, e.g. float32, bfloat16 (default float32; vllm: auto)")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="sampler: transformers (default) "
+                        "or vLLM (GPU; `pip install 'rftlab[vllm]'`)")  # fmt: skip
+    parser.add_argument("--data-parallel-size", type=int, default=1, metavar="N", help="worker processes, each "
+                        "sampling every N-th batch on GPUs of its own (or a share of the CPU threads); merged into "
+                        "the file one process writes (default 1)")  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    engine = parser.add_argument_group("vllm backend", "docs/scaling-out.md shows one-node and multi-node runs")
+    engine.add_argument("--tensor-parallel-size", type=int, metavar="T", help="GPUs a model is split over (1)")
+    engine.add_argument("--pipeline-parallel-size", type=int, metavar="P", help="pipeline stages (1)")
+    engine.add_argument("--gpu-memory-utilization", type=float, metavar="F", help="GPU memory share vLLM takes (0.9)")
+    engine.add_argument("--max-model-len", type=int, metavar="TOKENS", help="context length (default: the model's)")
+    engine.add_argument("--distributed-executor-backend", choices=("mp", "ray"), help="ray: TP/PP across nodes")
+    engine.add_argument("--enforce-eager", action="store_true", default=None, help="no CUDA graphs (faster start)")
+    stop = "a string that ends a path, left out of it (repeatable; default: none: EOS and the token cap end paths)"
+    engine.add_argument("--stop", action="append", metavar="TEXT", help=stop)
 
 
 def _add_sample(commands: argparse._SubParsersAction) -> None:
@@ -57,7 +104,11 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
         help="sample k reasoning paths per problem (resumable)",
         description="Sample k reasoning paths per problem. Paths are appended a batch of problems at a time; "
         "rerunning the same command after an interruption continues where it stopped and gives the same file. "
-        "Under `accelerate launch`, ranks split the problems and the shards are merged.",
+        "With --data-parallel-size N, N worker processes sample every N-th batch each into a shard file "
+        "(OUT.shardIofN) and the shards are merged into the file one process writes; under `accelerate launch`, "
+        "ranks do the same. --shard I/N samples shard I only and leaves its file (one node each on a shared "
+        "filesystem, say); the same command with --data-parallel-size N instead of --shard then merges the "
+        "complete shards and samples those missing or unfinished.",
     )
     parser.add_argument("--model", required=True, metavar="CKPT", help="checkpoint folder, hub id or .gguf")
     parser.add_argument("--data", required=True, type=Path, metavar="TRAIN.jsonl", help="problems")
@@ -65,6 +116,7 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-k", type=int, default=1, help="paths per problem (default 1)")
     parser.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default 0.7, the paper's)")
     parser.add_argument("--label", help="the `model` field of the records (default: the checkpoint's name)")
+    parser.add_argument("--shard", type=_shard, metavar="I/N", help="sample shard I of N only (0 <= I < N)")
     _add_sampling_options(parser)
     parser.set_defaults(handler=_sample)
 
@@ -79,8 +131,9 @@ def _eval(args: argparse.Namespace) -> int:
             args.model, args.data, args.out, k=args.k, temperature=args.temperature, seed=args.seed,
             extractor=args.extractor, show_progress=False if args.quiet else None,
             sampling={"top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": args.template,
-                      "batch_size": args.batch_size},
-            shots=args.shots, shots_from=args.shots_from or _train_beside(args.data),
+                      "batch_size": _batch_size(args)},
+            shots=args.shots, shots_from=args.shots_from or _train_beside(args.data), dtype=args.dtype,
+            backend=args.backend, engine=_engine(args), data_parallel=args.data_parallel_size,
         )  # fmt: skip
     print(summary_table(summary))
     return 0
@@ -447,6 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, FileExistsError, ValueError) as error:
         print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ChildProcessError as error:
+        print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"rftlab {args.command}: interrupted", file=sys.stderr)
         return 130

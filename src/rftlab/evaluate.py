@@ -21,10 +21,13 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rftlab.answers import DEFAULT_EXTRACTOR, get_extractor, parse_number, same_number
 from rftlab.data import DataError, Problem, iter_samples, read_problems, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from rftlab.sample import EngineSettings
 
 EVAL_FORMAT = "rftlab.eval/1"
 PREDICTIONS_SUFFIX = ".predictions.jsonl"
@@ -304,22 +307,30 @@ def evaluate_model(
     shots: int = 0,
     shots_from: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
+    dtype: str | None = None,
+    backend: str = "hf",
+    engine: EngineSettings | None = None,
+    data_parallel: int = 1,
 ) -> dict[str, Any]:
     """`rftlab eval --model`: greedy maj1@1 and, with k, maj1@k and pass@k from k samples at `temperature`.
 
     The paths go beside `out` (EVAL.greedy.jsonl, EVAL.samples.jsonl) through the sampler, so an
     interrupted evaluation resumes; `sampling` passes further SamplingSettings fields (batch size, template).
     With `shots`, the first `shots` problems of `shots_from` (a train file) are shown before every
-    question as solved examples: in-context learning, the paper's ICL rows.
+    question as solved examples: in-context learning, the paper's ICL rows. `dtype`, `backend`, `engine`
+    and `data_parallel` are `run_sampling`'s.
     """
     from rftlab.sample import SamplingSettings, load_backend, run_sampling
 
     out, problems = Path(out), read_problems(data)
-    backend = functools.cache(load_backend)  # the greedy and the sampled run share one loaded model
+    loaded = functools.cache(functools.partial(load_backend, backend=backend, engine=engine, seed=seed))
+    sample = functools.partial(  # the greedy and the sampled run share one loaded model
+        run_sampling, model, Path(data), dtype=dtype, show_progress=show_progress, backend=backend, engine=engine,
+        data_parallel=data_parallel, make_backend=loaded,
+    )  # fmt: skip
     extra = {**(sampling or {}), "shots": demonstrations(shots, shots_from)}
     greedy_file = out.with_suffix(".greedy.jsonl")
-    run_sampling(model, Path(data), greedy_file, SamplingSettings(k=1, temperature=0.0, seed=seed, **extra),
-                 show_progress=show_progress, make_backend=backend)  # fmt: skip
+    sample(greedy_file, SamplingSettings(k=1, temperature=0.0, seed=seed, **extra))
     greedy = score_answers(problems, read_answers(problems, [greedy_file], extractor), extractor)
     records = list(greedy.predictions())
     summary = greedy.summary(predictions_path(out).name)
@@ -329,7 +340,7 @@ def evaluate_model(
     if k is not None and k > 1:
         sampled_file = out.with_suffix(".samples.jsonl")
         settings = SamplingSettings(k=k, temperature=temperature, seed=seed, **extra)
-        run_sampling(model, Path(data), sampled_file, settings, show_progress=show_progress, make_backend=backend)
+        sample(sampled_file, settings)
         sampled = score_answers(problems, read_answers(problems, [sampled_file], extractor), extractor, k)
         sampled_summary = sampled.summary(predictions_path(out).name)
         summary.update({key: sampled_summary[key] for key in ("k", "maj1@k", "pass@k", "sample_accuracy")})

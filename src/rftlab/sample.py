@@ -5,13 +5,18 @@ The output is a samples file (docs/formats.md): k lines per problem, in problem 
 time and flushed. Problems are cut into fixed chunks and each chunk is one batch, so a run killed at
 any point and started again with the same command redoes at most one chunk and writes a file equal to
 an uninterrupted run's. The settings are recorded beside the output (`SAMPLES.jsonl.meta.json`).
-Under `accelerate launch`, ranks take chunks in turn, write shards, and rank 0 merges them.
+Sharded runs (data-parallel worker processes, `--shard I/N` on several nodes, or `accelerate launch`)
+give shard i the chunks i, i+N, ... in a shard file of its own; merging the shards gives the file a
+single process writes. Backends: `hf` (transformers, below) and `vllm` (`rftlab.sample_vllm`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +35,9 @@ if TYPE_CHECKING:
 SAMPLES_FORMAT = "rftlab.samples/1"
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt"}
 ANSWER_LINE = "#### "
+BACKENDS = ("hf", "vllm")
+DEFAULT_DTYPES = {"hf": "float32", "vllm": "auto"}
+VLLM_MISSING = "the vllm backend needs `pip install 'rftlab[vllm]'` on a machine with a GPU"
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,31 @@ class SamplingSettings:
     """Rows (prompts x k) per batch; part of the settings because batches fix the chunks."""
     shots: tuple[tuple[str, str], ...] = ()
     """(question, solution) demonstrations before every question: few-shot in-context learning."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the vLLM engine runs. Recorded in the metadata; only `stop` and `max_model_len` change what is
+    sampled, so only they must match to resume: the parallel layout changes numerics, not the distribution
+    (vLLM is not bit-reproducible across batch shapes anyway), so a run may resume on another layout."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    distributed_executor_backend: str | None = None
+    """None (vLLM's choice: one node, processes), "mp" or "ray" (several nodes)."""
+    enforce_eager: bool = False
+    stop: tuple[str, ...] = ()
+    """Strings that end a path, left out of it (vLLM's `stop`); the default ends paths at EOS or the token cap."""
+
+    @property
+    def gpus(self) -> int:
+        """GPUs of one engine."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+ENGINE_IDENTITY = ("stop", "max_model_len")
 
 
 class Backend(Protocol):
@@ -160,6 +193,11 @@ def metadata_path(out: Path) -> Path:
     return out.with_name(out.name + ".meta.json")
 
 
+def shard_path(out: Path, shard: int, shards: int) -> Path:
+    """Where shard `shard` of `shards` is sampled: SAMPLES.jsonl.shard0of2, SAMPLES.jsonl.shard1of2."""
+    return out.with_name(f"{out.name}.shard{shard}of{shards}")
+
+
 def _weights_fingerprint(model: str) -> list[list[Any]]:
     """Name, size and modification time of a local model's weight files: retrained weights are another run."""
     path = Path(model)
@@ -167,7 +205,14 @@ def _weights_fingerprint(model: str) -> list[list[Any]]:
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
-def _run_metadata(model: str, label: str, backend: str, data: Path, settings: SamplingSettings) -> dict[str, Any]:
+def _as_json(value: Any) -> Any:
+    """A value as read back from JSON (tuples: lists), so that recorded and new settings compare."""
+    return orjson.loads(orjson.dumps(value))
+
+
+def _run_metadata(
+    model: str, label: str, backend: str, engine: EngineSettings | None, data: Path, settings: SamplingSettings
+) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -177,16 +222,28 @@ def _run_metadata(model: str, label: str, backend: str, data: Path, settings: Sa
         "weights": _weights_fingerprint(model),
         "label": label,
         "backend": backend,
+        "engine": None if engine is None else _as_json(asdict(engine)),
         "data": str(data),
         "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
-        "settings": orjson.loads(orjson.dumps(asdict(settings))),  # as read back from JSON (tuples: lists)
+        "settings": _as_json(asdict(settings)),
         "versions": {"rftlab": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }
 
 
-def _same_run(old: dict[str, Any], new: dict[str, Any]) -> bool:
+def _identity(metadata: dict[str, Any]) -> list[Any]:
+    """What must match for a run to continue another's file."""
     keys = ("model", "weights", "label", "backend", "data_sha256", "settings")
-    return all(old.get(key) == new.get(key) for key in keys)
+    engine = metadata.get("engine") or {}
+    return [metadata.get(key) for key in keys] + [engine.get(key) for key in ENGINE_IDENTITY]
+
+
+def _earlier_run(path: Path, metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The metadata recorded beside `path`, if any; FileExistsError when it is another run's."""
+    recorded = metadata_path(path)
+    old = orjson.loads(recorded.read_bytes()) if recorded.exists() else None
+    if old is not None and _identity(old) != _identity(metadata):
+        raise FileExistsError(f"{path} holds samples of other settings; remove it or use another --out")
+    return old
 
 
 def completed_problems(path: Path, problems: Sequence[Problem], k: int) -> int:
@@ -234,6 +291,12 @@ def chunks(n_problems: int, settings: SamplingSettings) -> Iterator[range]:
         yield range(start, min(start + size, n_problems))
 
 
+def shard_problems(problems: Sequence[Problem], settings: SamplingSettings, shard: int, shards: int) -> list[Problem]:
+    """The problems of shard `shard` of `shards`: those of the chunks shard, shard + shards, shard + 2 shards, ..."""
+    mine = (chunk for n, chunk in enumerate(chunks(len(problems), settings)) if n % shards == shard)
+    return [problems[i] for chunk in mine for i in chunk]
+
+
 def sample_problems(
     backend: Backend,
     problems: Sequence[Problem],
@@ -251,8 +314,7 @@ def sample_problems(
     """
     from tqdm import tqdm
 
-    mine = [index for i, chunk in enumerate(chunks(len(problems), settings)) if i % world == rank for index in chunk]
-    own = [problems[i] for i in mine]
+    own = shard_problems(problems, settings, rank, world)
     done = completed_problems(out, own, settings.k)
     written_ids = {problem.id for problem in own[:done]}
     written, start = 0, time.perf_counter()
@@ -280,8 +342,20 @@ def sample_problems(
     return written
 
 
-def load_backend(model_name: str, dtype: str, device: str) -> HFBackend:
-    """The HF backend over a model loaded by folder, hub id or `.gguf` file."""
+def load_backend(
+    model_name: str,
+    dtype: str,
+    device: str,
+    *,
+    backend: str = "hf",
+    engine: EngineSettings | None = None,
+    seed: int = 0,
+) -> Backend:
+    """The named backend over a model given by folder, hub id or `.gguf` file (vLLM picks its own GPUs)."""
+    if backend == "vllm":
+        from rftlab.sample_vllm import VLLMBackend
+
+        return VLLMBackend(model_name, dtype, engine or EngineSettings(), seed)
     from rftlab.models import load_model
 
     return HFBackend(*load_model(model_name, dtype=dtype, device=device))
@@ -294,51 +368,164 @@ def run_sampling(
     settings: SamplingSettings,
     *,
     label: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     show_progress: bool | None = None,
-    make_backend: Callable[[str, str, str], Backend] = load_backend,
+    backend: str = "hf",
+    engine: EngineSettings | None = None,
+    data_parallel: int = 1,
+    shard: tuple[int, int] | None = None,
+    make_backend: Callable[[str, str, str], Backend] | None = None,
 ) -> dict[str, Any]:
-    """`rftlab sample`: loads the model, samples (resuming), merges shards under Accelerate; returns the metadata.
+    """`rftlab sample`: loads the model, samples (resuming), merges shards; returns the metadata.
 
-    The model is loaded (by `make_backend(model_name, dtype, device)`) only when there is sampling left to do.
+    `data_parallel` > 1 samples the shards in as many worker processes (`shard_worker`), skipping the shards
+    that are complete already, then merges them. `shard=(i, n)` samples shard i of n into its shard file
+    and leaves it there. Under `accelerate launch`, ranks sample shards and rank 0 merges them. The model is
+    loaded (by `make_backend(model_name, dtype, device)`; default: `load_backend` with the backend and engine
+    settings) only when there is sampling left to do. `dtype` defaults to the backend's (`DEFAULT_DTYPES`).
     """
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes under torchrun
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if engine is not None and backend != "vllm":
+        raise ValueError("engine settings are options of the vllm backend")
+    if data_parallel < 1 or (shard is not None and data_parallel > 1):
+        raise ValueError("--data-parallel-size must be at least 1, and 1 with --shard (a run of one shard)")
     problems = read_problems(data)
     label = label or Path(str(model_name).rstrip("/")).name
-    metadata = {**_run_metadata(str(model_name), label, "hf", data, settings), "problems": len(problems),
-                "processes": state.num_processes}  # fmt: skip
-    old = orjson.loads(metadata_path(out).read_bytes()) if metadata_path(out).exists() else None
-    if old is not None and not _same_run(old, metadata):
-        raise FileExistsError(f"{out} holds samples of other settings; remove it or use another --out")
-    if completed_problems(out, problems, settings.k) == len(problems):
+    dtype = dtype or DEFAULT_DTYPES[backend]
+    metadata = {**_run_metadata(str(model_name), label, backend, engine, data, settings), "problems": len(problems)}
+    if shard is None:
+        old, own, target = _earlier_run(out, metadata), problems, out
+    else:
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard {shard[0]}/{shard[1]}: the index must be in 0..{shard[1] - 1}")
+        target = shard_path(out, *shard)
+        old, own = _earlier_run(target, metadata), shard_problems(problems, settings, *shard)
+        metadata["shard"] = shard[0]
+    if completed_problems(target, own, settings.k) == len(own):
         return old or metadata
-    backend = make_backend(str(model_name), dtype, str(state.device))
-    target = out if state.num_processes == 1 else out.with_name(f"{out.name}.rank{state.process_index}")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ValueError(VLLM_MISSING)
+    if shard is None and data_parallel > 1:
+        return _run_workers(str(model_name), data, out, settings, label, dtype, show_progress, backend, engine,
+                            data_parallel, problems, metadata)  # fmt: skip
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes under torchrun
+    if state.num_processes > 1 and (shard is not None or backend == "vllm"):
+        raise ValueError("--shard and the vllm backend run in one process; use --data-parallel-size to run several")
+    rank, world = shard or (state.process_index, state.num_processes)
+    metadata.update(processes=state.num_processes, shards=world)
+    make_backend = make_backend or functools.partial(load_backend, backend=backend, engine=engine, seed=settings.seed)
+    sampler = make_backend(str(model_name), dtype, str(state.device))
     if state.is_main_process:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(metadata_path(out), metadata)
-    sample_problems(backend, problems, target, settings, label, show_progress=show_progress,
-                    rank=state.process_index, world=state.num_processes)  # fmt: skip
+        write_json(metadata_path(target), metadata)
+    part = target if world == 1 or shard is not None else shard_path(out, rank, world)
+    sample_problems(sampler, problems, part, settings, label, show_progress=show_progress, rank=rank, world=world)
     if state.num_processes > 1:
         state.wait_for_everyone()
         if state.is_main_process:
-            _merge_shards(out, problems, settings, state.num_processes)
+            _merge_shards(out, problems, settings, world)
         state.wait_for_everyone()
     return metadata
 
 
-def _merge_shards(out: Path, problems: Sequence[Problem], settings: SamplingSettings, world: int) -> None:
-    """Interleaves the ranks' shards back into chunk order, then removes them."""
-    shards = [out.with_name(f"{out.name}.rank{rank}") for rank in range(world)]
-    lines = [shard.read_bytes().splitlines(keepends=True) for shard in shards]
-    cursors = [0] * world
+_WORKER = "import sys; from rftlab.sample import shard_worker; shard_worker(sys.argv[1])"
+
+
+def _run_workers(
+    model_name: str,
+    data: Path,
+    out: Path,
+    settings: SamplingSettings,
+    label: str,
+    dtype: str,
+    show_progress: bool | None,
+    backend: str,
+    engine: EngineSettings | None,
+    shards: int,
+    problems: Sequence[Problem],
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """Data parallelism: one worker process per shard still to sample (the first shows progress), then the merge."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--data-parallel-size starts its own processes; run it without a multi-process launcher")
+    todo = [shard for shard in range(shards) if not _shard_complete(out, problems, settings, shard, shards, metadata)]
+    environments = _worker_environments(len(todo), backend, engine)
+    metadata.update(processes=shards, shards=shards)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(metadata_path(out), metadata)
+    spec = {"model": model_name, "data": str(data), "out": str(out), "settings": asdict(settings), "label": label,
+            "dtype": dtype, "backend": backend, "engine": engine and asdict(engine), "shards": shards}  # fmt: skip
+
+    def start(shard: int, environment: dict[str, str], progress: bool | None) -> subprocess.Popen:
+        run = orjson.dumps({**spec, "shard": shard, "progress": progress}).decode()
+        return subprocess.Popen([sys.executable, "-c", _WORKER, run], env=environment)
+
+    pairs = enumerate(zip(todo, environments, strict=True))
+    workers = [start(shard, environment, show_progress if n == 0 else False) for n, (shard, environment) in pairs]
+    try:
+        failed = [shard for shard, worker in zip(todo, workers, strict=True) if worker.wait() != 0]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    if failed:
+        raise ChildProcessError(f"the worker(s) of shard(s) {failed} failed; run the same command again to resume")
+    _merge_shards(out, problems, settings, shards)
+    return metadata
+
+
+def _shard_complete(
+    out: Path, problems: Sequence[Problem], settings: SamplingSettings, shard: int, shards: int, metadata: dict
+) -> bool:
+    """Whether a shard file holds all its problems (FileExistsError when it holds another run's samples)."""
+    path = shard_path(out, shard, shards)
+    _earlier_run(path, metadata)
+    own = shard_problems(problems, settings, shard, shards)
+    return completed_problems(path, own, settings.k) == len(own)
+
+
+def _worker_environments(workers: int, backend: str, engine: EngineSettings | None) -> list[dict[str, str]]:
+    """Each worker's environment: GPUs of its own (CUDA_VISIBLE_DEVICES) where there are GPUs, else a share of
+    the CPU threads (OMP_NUM_THREADS)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        return [{**os.environ, "OMP_NUM_THREADS": str(max(1, threads // max(workers, 1)))}] * workers
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = visible.split(",")[:count] if visible else [str(i) for i in range(count)]
+    each = (engine or EngineSettings()).gpus if backend == "vllm" else 1
+    if workers * each > len(devices):
+        raise ValueError(f"{workers} worker(s) of {each} GPU(s) need {workers * each} GPUs; {len(devices)} visible")
+    groups = [devices[i * each : (i + 1) * each] for i in range(workers)]
+    return [{**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(group)} for group in groups]
+
+
+def shard_worker(spec: str) -> None:
+    """The body of a data-parallel worker process: samples the shard that `spec` (JSON, from `_run_workers`) names."""
+    run = orjson.loads(spec)
+    settings = SamplingSettings(**{**run["settings"], "shots": tuple(map(tuple, run["settings"]["shots"]))})
+    engine = run["engine"] and EngineSettings(**{**run["engine"], "stop": tuple(run["engine"]["stop"])})
+    run_sampling(run["model"], Path(run["data"]), Path(run["out"]), settings, label=run["label"], dtype=run["dtype"],
+                 show_progress=run["progress"], backend=run["backend"], engine=engine,
+                 shard=(run["shard"], run["shards"]))  # fmt: skip
+
+
+def _merge_shards(out: Path, problems: Sequence[Problem], settings: SamplingSettings, shards: int) -> None:
+    """Interleaves the shards back into chunk order, then removes them."""
+    paths = [shard_path(out, shard, shards) for shard in range(shards)]
+    lines = [path.read_bytes().splitlines(keepends=True) for path in paths]
+    cursors = [0] * shards
     with open(out, "wb") as handle:
         for i, chunk in enumerate(chunks(len(problems), settings)):
-            rank, count = i % world, len(chunk) * settings.k
-            handle.write(b"".join(lines[rank][cursors[rank] : cursors[rank] + count]))
-            cursors[rank] += count
-    for shard in shards:
-        shard.unlink()
+            shard, count = i % shards, len(chunk) * settings.k
+            handle.write(b"".join(lines[shard][cursors[shard] : cursors[shard] + count]))
+            cursors[shard] += count
+    for path in paths:
+        path.unlink()
+        metadata_path(path).unlink(missing_ok=True)

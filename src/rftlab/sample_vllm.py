@@ -1,0 +1,113 @@
+"""The vLLM sampling backend (`rftlab sample --backend vllm`; needs the `vllm` extra and a GPU).
+
+Prompts are the token ids the HF backend feeds its model (`models.encode_prompt`), passed as token
+prompts; each question is one request of `n=k` paths whose seed is a hash of (seed, problem id), so
+runs with another `--seed` differ and a question's paths do not depend on its batch as far as vLLM
+allows (its numerics still can: `VLLM_BATCH_INVARIANT=1` makes them batch-invariant). The completion
+tokens are decoded by the same tokenizer as the HF backend's, then cut after the `#### N` line.
+vLLM stops at EOS, at the token cap, or at the engine's `stop` strings; it cannot stop right after the
+answer line as the HF backend does, so without stop strings a model that goes on after its answer
+costs tokens, never text (the cut removes them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rftlab.sample import VLLM_MISSING, EngineSettings, SamplingSettings, cut_after_answer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+_SEED_BITS = 62
+"""vLLM keeps seeds as int64 and gives the i-th of n paths seed + i: 62 bits leave room for both."""
+
+
+def request_seed(keys: Sequence[int]) -> int:
+    """The seed of a question's request: its first path's key (a hash of seed and problem id), cut to 62 bits."""
+    return keys[0] >> (64 - _SEED_BITS)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the stop string that ends first in it, as vLLM cuts its own output text."""
+    found = [(text.find(s) + len(s), text.find(s)) for s in stop if s in text]
+    return text[: min(found)[1]] if found else text
+
+
+def _tokenizer_location(model_name: str) -> tuple[str, str | None]:
+    """Where the tokenizer is for us and for vLLM: a `.gguf` file's own folder (vLLM: the folder when it holds
+    tokenizer files, else the file, from which vLLM builds one); else the model itself."""
+    path = Path(model_name)
+    if path.suffix != ".gguf":
+        return model_name, None
+    has_files = any((path.parent / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
+    return str(path.parent), str(path.parent) if has_files else None
+
+
+def _load_tokenizer(model_name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer `models.load_model` gives the HF backend for the same model."""
+    from transformers import AutoTokenizer
+
+    location, _ = _tokenizer_location(model_name)
+    extra = {"gguf_file": Path(model_name).name} if model_name.endswith(".gguf") else {}
+    return AutoTokenizer.from_pretrained(location, **extra)
+
+
+class VLLMBackend:
+    """Samples with a `vllm.LLM` engine; one request of n=k paths per question (n=1 when greedy)."""
+
+    name = "vllm"
+
+    def __init__(self, model_name: str, dtype: str, engine: EngineSettings, seed: int) -> None:
+        try:
+            import vllm
+        except ImportError as error:
+            raise ValueError(VLLM_MISSING) from error
+        self.vllm, self.engine = vllm, engine
+        self.tokenizer = _load_tokenizer(model_name)
+        _, vllm_tokenizer = _tokenizer_location(model_name)
+        self.llm = vllm.LLM(
+            model=model_name,
+            tokenizer=vllm_tokenizer,
+            dtype=dtype,
+            seed=seed,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            pipeline_parallel_size=engine.pipeline_parallel_size,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            max_model_len=engine.max_model_len,
+            distributed_executor_backend=engine.distributed_executor_backend,
+            enforce_eager=engine.enforce_eager,
+        )
+        self.generated_tokens = 0
+
+    def generate(
+        self, queries: Sequence[str], keys: Sequence[Sequence[int]], settings: SamplingSettings
+    ) -> list[list[str]]:
+        from rftlab.models import encode_prompt
+
+        k = len(keys[0])
+        greedy = settings.temperature == 0  # vLLM refuses n > 1 at temperature 0: one path, repeated k times
+        prompts = [encode_prompt(self.tokenizer, query, settings.template, settings.shots) for query in queries]
+        params = [
+            self.vllm.SamplingParams(
+                n=1 if greedy else k,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                max_tokens=settings.max_new_tokens,
+                seed=request_seed(query_keys),
+                stop=list(self.engine.stop),
+            )
+            for query_keys in keys
+        ]
+        requests = [self.vllm.TokensPrompt(prompt_token_ids=ids) for ids in prompts]
+        results = self.llm.generate(requests, params, use_tqdm=False)
+        paths = [[completion.token_ids for completion in result.outputs] for result in results]
+        self.generated_tokens += sum(len(ids) for question in paths for ids in question)
+        texts = [[self._text(ids) for ids in question] for question in paths]
+        return [question * k if greedy else question for question in texts]
+
+    def _text(self, token_ids: Sequence[int]) -> str:
+        text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return cut_after_answer(cut_at_stop(text, self.engine.stop))
