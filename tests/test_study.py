@@ -258,6 +258,27 @@ def test_bases_bring_their_own_settings_and_launchers(tmp_path):
         parse_config(raw, "micro.yaml")
 
 
+def test_lora_vllm_and_flag_settings_become_command_options(tmp_path):
+    from rftlab.cli import build_parser
+
+    raw = json.loads(json.dumps(MICRO))
+    raw["train"].update(lora_r=8, lora_targets="q_proj,v_proj", gradient_checkpointing=True, dtype="bfloat16")
+    raw["sample"].update(backend="vllm", tensor_parallel_size=2, enforce_eager=False, stop=["\n\n", "Question:"])
+    raw["experiments"] = {"k": {"bases": ["a"], "k": [1]}}
+    plan = build_plan(parse_config(raw, "micro.yaml"), tmp_path)
+    cells = {cell.kind: cell for cell in plan.ordered()}
+    train = study._options(cells["sft"].params)
+    assert train[train.index("--lora-r") + 1] == "8" and "--gradient-checkpointing" in train
+    assert "True" not in train and "False" not in train
+    sample = study._options(cells["sample"].params)
+    assert "--enforce-eager" not in sample and sample.count("--stop") == 2
+    args = build_parser().parse_args(["sample", "--model", "m", "--data", "d", "--out", "o", *sample])
+    assert (args.backend, args.tensor_parallel_size, args.stop) == ("vllm", 2, ["\n\n", "Question:"])
+    args = build_parser().parse_args(["sft", "--model", "m", "--data", "d", "--out", "o", *train])
+    assert (args.lora_r, args.lora_targets, args.gradient_checkpointing, args.dtype) == (8, "q_proj,v_proj", True,
+                                                                                          "bfloat16")  # fmt: skip
+
+
 def test_parallel_cells_get_a_gpu_each(tmp_path, monkeypatch):
     import subprocess
     import threading

@@ -107,10 +107,13 @@ LAUNCHED = ("pretrain", "sft", "sample")  # the cells a `launch` prefix (acceler
 _TOP_KEYS = {"name", "seeds", "data", "bases", "experiments", "pretrain", "train", "sample", "eval", "launch"}
 _SAMPLING_KEYS = {"temperature", "top_p", "max_new_tokens", "template", "batch_size", "dtype", "backend",
                   "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "gpu_memory_utilization",
-                  "max_model_len", "distributed_executor_backend"}  # fmt: skip
+                  "max_model_len", "distributed_executor_backend", "enforce_eager", "stop"}  # fmt: skip
+_TRAIN_KEYS = {"epochs", "tokens", "recipe", "lr", "batch_size", "device_batch", "save_every", "template", "max_length",
+               "dtype", "gradient_checkpointing", "log_every", "lora_r", "lora_alpha", "lora_dropout",
+               "lora_targets"}  # fmt: skip
 _OPTION_KEYS = {
     "pretrain": {"lr", "batch_size", "device_batch", "save_every"},
-    "train": {"epochs", "tokens", "recipe", "lr", "batch_size", "device_batch", "save_every", "template", "max_length"},
+    "train": _TRAIN_KEYS,
     "sample": _SAMPLING_KEYS,
     "eval": {"k", "extractor", *_SAMPLING_KEYS},
 }
@@ -704,13 +707,16 @@ def _world_file(world: Cell, split: str) -> str:
 
 
 def _options(settings: dict[str, Any]) -> list[str]:
-    """`--name value` for each setting (k -> -k), skipping unset ones."""
+    """`--name value` for each setting (k -> -k; true: the flag alone; a list: the flag per item), skipping unset
+    and false ones."""
     argv: list[str] = []
     for name, value in settings.items():
-        if value is None:
-            continue
         flag = "-k" if name == "k" else "--" + name.replace("_", "-")
-        argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            for item in value if isinstance(value, list) else [value]:
+                argv += [flag, f"{item:g}" if isinstance(item, float) else str(item)]
     return argv
 
 
