@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,3 +231,22 @@ def test_few_shot_evaluation_shows_the_first_train_problems_and_resumes(tiny, tm
     assert len(seen) == 3
     with pytest.raises(ValueError, match="fewer than the 9 shots"):
         demonstrations(9, train)
+
+
+def test_sampling_defaults_to_the_template_the_checkpoint_was_tuned_with(tiny, tmp_path):
+    from rftlab.cli import main
+    from rftlab.models import write_metadata
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny, tuned)
+    write_metadata(tuned, {"settings": {"stage": "sft", "recipe": {"template": "alpaca"}}})
+    data = problems_file(tmp_path, 2)
+    for model, expected in ((tiny, "compact"), (tuned, "alpaca")):
+        out = tmp_path / f"{model.name}.jsonl"
+        assert main(["sample", "--model", str(model), "--data", str(data), "--out", str(out), "--max-new-tokens",
+                     "4", "-q"]) == 0  # fmt: skip
+        assert json.loads(out.with_name(out.name + ".meta.json").read_text())["settings"]["template"] == expected
+    out = tmp_path / "chosen.jsonl"
+    assert main(["sample", "--model", str(tuned), "--data", str(data), "--out", str(out), "--max-new-tokens", "4",
+                 "--template", "compact", "-q"]) == 0  # fmt: skip
+    assert json.loads(out.with_name(out.name + ".meta.json").read_text())["settings"]["template"] == "compact"

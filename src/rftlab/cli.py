@@ -27,7 +27,7 @@ def _sample(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
-        template=args.template,
+        template=_template(args),
         batch_size=_batch_size(args),
     )
     run_sampling(args.model, args.data, args.out, settings, label=args.label, dtype=args.dtype,
@@ -70,15 +70,23 @@ def _shard(text: str) -> tuple[int, int]:
     return int(index), int(shards)
 
 
+def _template(args: argparse.Namespace) -> str:
+    """--template, else the template the model was fine-tuned with (rftlab's record), else compact."""
+    from rftlab.models import read_metadata
+
+    if args.template:
+        return args.template
+    return read_metadata(args.model).get("settings", {}).get("recipe", {}).get("template", "compact")
+
+
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     from rftlab.data import TEMPLATE_CHOICES
 
     parser.add_argument("--seed", type=int, default=0, help="seed: paths are a function of (seed, problem, index)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens (paper: 256)")
-    parser.add_argument(
-        "--template", choices=TEMPLATE_CHOICES, default="compact", help="prompt template (chat: the tokenizer's)"
-    )
+    parser.add_argument("--template", choices=TEMPLATE_CHOICES, help="prompt template (chat: the tokenizer's; "
+                        "default: the one the checkpoint was fine-tuned with by rftlab, else compact)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="rows (prompts x k) per batch (default 256; vllm: 4096)")
     parser.add_argument("--dtype", help="model dtype, e.g. float32, bfloat16 (default float32; vllm: auto)")
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="sampler: transformers (default) "
@@ -130,7 +138,7 @@ def _eval(args: argparse.Namespace) -> int:
         summary = evaluate_model(
             args.model, args.data, args.out, k=args.k, temperature=args.temperature, seed=args.seed,
             extractor=args.extractor, show_progress=False if args.quiet else None,
-            sampling={"top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": args.template,
+            sampling={"top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": _template(args),
                       "batch_size": _batch_size(args)},
             shots=args.shots, shots_from=args.shots_from or _train_beside(args.data), dtype=args.dtype,
             backend=args.backend, engine=_engine(args), data_parallel=args.data_parallel_size,
