@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,18 +304,20 @@ def evaluate_model(
     shots: int = 0,
     shots_from: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
+    make_backend: Callable[[str, str, str], Any] | None = None,
 ) -> dict[str, Any]:
     """`rftlab eval --model`: greedy maj1@1 and, with k, maj1@k and pass@k from k samples at `temperature`.
 
     The paths go beside `out` (EVAL.greedy.jsonl, EVAL.samples.jsonl) through the sampler, so an
     interrupted evaluation resumes; `sampling` passes further SamplingSettings fields (batch size, template).
+    `make_backend(model, dtype, device)` loads the model (default `sample.load_backend`), once for both runs.
     With `shots`, the first `shots` problems of `shots_from` (a train file) are shown before every
     question as solved examples: in-context learning, the paper's ICL rows.
     """
     from rftlab.sample import SamplingSettings, load_backend, run_sampling
 
     out, problems = Path(out), read_problems(data)
-    backend = functools.cache(load_backend)  # the greedy and the sampled run share one loaded model
+    backend = functools.cache(make_backend or load_backend)  # the greedy and the sampled run share one model
     extra = {**(sampling or {}), "shots": demonstrations(shots, shots_from)}
     greedy_file = out.with_suffix(".greedy.jsonl")
     run_sampling(model, Path(data), greedy_file, SamplingSettings(k=1, temperature=0.0, seed=seed, **extra),
