@@ -341,6 +341,35 @@ def _add_toyworld(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_toyworld)
 
 
+def _gsm8k(args: argparse.Namespace) -> int:
+    from rftlab.gsm8k import load_gsm8k, write_gsm8k
+
+    try:
+        records = load_gsm8k(args.source, args.config)
+    except (ImportError, OSError) as error:  # datasets missing, or the hub out of reach
+        print(f"rftlab gsm8k: error: {error}", file=sys.stderr)
+        return 1
+    counts = write_gsm8k(args.out, records)
+    for split, count in counts.items():
+        print(f"{args.out / f'{split}.jsonl'}: {count:,} problems")
+    return 0
+
+
+def _add_gsm8k(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "gsm8k",
+        help="write GSM8K's train and test splits as problem files, from the hub or a local copy",
+        description="Write OUT/train.jsonl and OUT/test.jsonl (query, response; a problem's id is its 0-based line) "
+        "from a hub dataset (needs `pip install 'rftlab[hub]'`), a folder of train.jsonl and test.jsonl "
+        "(question/answer or query/response), or a local hub snapshot (CONFIG/train-*.parquet, CONFIG/test-*.parquet). "
+        "Both splits are checked before anything is written; each file is written atomically.",
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--source", default="openai/gsm8k", help="hub dataset id or local folder (openai/gsm8k)")
+    parser.add_argument("--config", default="main", help="dataset config, e.g. main or socratic (main)")
+    parser.set_defaults(handler=_gsm8k)
+
+
 def _recipe_from(args: argparse.Namespace, name: str):
     from rftlab.train import recipe_with
 
@@ -488,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rftlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_toyworld(commands)
+    _add_gsm8k(commands)
     _add_pretrain(commands)
     _add_sft(commands)
     _add_sample(commands)

@@ -127,6 +127,17 @@ def _id_field(record: dict[str, Any], path: str | os.PathLike[str], line: int) -
     return str(value)
 
 
+def problem_fields(record: dict[str, Any], path: str | os.PathLike[str], line: int) -> tuple[str, str, str]:
+    """(query, response, gold answer) of one problem record in either key convention; DataError when it is bad."""
+    query_key, response_key = next((keys for keys in KEY_CONVENTIONS if keys[0] in record), KEY_CONVENTIONS[0])
+    query = _text_field(record, query_key, path, line)
+    response = _text_field(record, response_key, path, line)
+    answer = extract_gsm8k(response)
+    if answer is None:
+        raise DataError(path, line, f"the gold answer ('#### N' in {response_key!r}) is not a number")
+    return query, response, answer
+
+
 def read_problems(path: str | os.PathLike[str], unique_ids: bool = True) -> list[Problem]:
     """All problems of a file, in file order; DataError on a bad line or (with `unique_ids`) a repeated id.
 
@@ -135,12 +146,7 @@ def read_problems(path: str | os.PathLike[str], unique_ids: bool = True) -> list
     problems: list[Problem] = []
     seen: set[str] = set()
     for line, record in iter_jsonl(path):
-        query_key, response_key = next((keys for keys in KEY_CONVENTIONS if keys[0] in record), KEY_CONVENTIONS[0])
-        query = _text_field(record, query_key, path, line)
-        response = _text_field(record, response_key, path, line)
-        answer = extract_gsm8k(response)
-        if answer is None:
-            raise DataError(path, line, f"the gold answer ('#### N' in {response_key!r}) is not a number")
+        query, response, answer = problem_fields(record, path, line)
         problem_id = _id_field(record, path, line)
         if problem_id is None:
             problem_id = str(line - 1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,11 +311,13 @@ def evaluate_model(
     backend: str = "hf",
     engine: EngineSettings | None = None,
     data_parallel: int = 1,
+    make_backend: Callable[[str, str, str], Any] | None = None,
 ) -> dict[str, Any]:
     """`rftlab eval --model`: greedy maj1@1 and, with k, maj1@k and pass@k from k samples at `temperature`.
 
     The paths go beside `out` (EVAL.greedy.jsonl, EVAL.samples.jsonl) through the sampler, so an
     interrupted evaluation resumes; `sampling` passes further SamplingSettings fields (batch size, template).
+    `make_backend(model, dtype, device)` loads the model (default `sample.load_backend`), once for both runs.
     With `shots`, the first `shots` problems of `shots_from` (a train file) are shown before every
     question as solved examples: in-context learning, the paper's ICL rows. `dtype`, `backend`, `engine`
     and `data_parallel` are `run_sampling`'s.
@@ -323,7 +325,7 @@ def evaluate_model(
     from rftlab.sample import SamplingSettings, load_backend, run_sampling
 
     out, problems = Path(out), read_problems(data)
-    loaded = functools.cache(functools.partial(load_backend, backend=backend, engine=engine, seed=seed))
+    loaded = functools.cache(make_backend or functools.partial(load_backend, backend=backend, engine=engine, seed=seed))
     sample = functools.partial(  # the greedy and the sampled run share one loaded model
         run_sampling, model, Path(data), dtype=dtype, show_progress=show_progress, backend=backend, engine=engine,
         data_parallel=data_parallel, make_backend=loaded,
