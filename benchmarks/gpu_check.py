@@ -36,7 +36,9 @@ def run_step(name: str, argv: list[str], limit: int, work: Path, results: dict[s
         status = "timeout"
     step = {"status": status, "seconds": round(time.perf_counter() - start, 1)}
     if status != 0:
-        step["log_tail"] = log.read_text(errors="replace")[-1500:]
+        text = log.read_text(errors="replace")
+        step["log_errors"] = [line for line in text.splitlines() if "error" in line.lower()][:10]
+        step["log_tail"] = text[-1500:]
     results["steps"][name] = step
     print(f"{name}: {status} in {step['seconds']} s", flush=True)
     return status == 0
