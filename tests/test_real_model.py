@@ -40,3 +40,31 @@ def test_smollm2_answers_gsm8k_questions_through_rftlab(gsm8k_dir, tmp_path):
     assert summary["maj1@1"] == pytest.approx(10.0 * correct)
     rescored = evaluate_sample_files(data, [tmp_path / "eval.greedy.jsonl"], tmp_path / "again.json", "flexible")
     assert rescored["maj1@1"] == summary["maj1@1"]
+
+
+@pytest.mark.real_model
+def test_smollm2_fine_tunes_with_lora_from_its_gguf_file(gsm8k_dir, tmp_path):
+    pytest.importorskip("gguf", reason="transformers reads GGUF files with the gguf package (test extras)")
+    pytest.importorskip("peft", reason="LoRA needs peft (test extras)")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rftlab.cli import main
+    from rftlab.models import load_model
+
+    gguf = smollm2_gguf()
+    problems = [json.loads(line) for line in (gsm8k_dir / "train.jsonl").read_text().splitlines()[:4]]
+    data, out = write_lines(tmp_path / "train4.jsonl", problems), tmp_path / "lora"
+    argv = ["sft", "--model", str(gguf), "--data", str(data), "--out", str(out), "--template", "chat", "--lora-r", "8",
+            "--lora-targets", "q_proj,v_proj", "--epochs", "1", "--batch-size", "2", "--device-batch", "2",
+            "--max-length", "256", "--lr", "1e-3", "--log-every", "1", "-q"]  # fmt: skip
+    assert main(argv) == 0  # GGUF weights are de-quantized on load: trainable like any checkpoint
+    # (2 steps: the paper recipe's warm-up gives the first step a learning rate of 0)
+    facts = json.loads((out / "rftlab.json").read_text())
+    assert facts["steps"] == 2 and facts["settings"]["lora"]["r"] == 8 and 0 < facts["train_loss"] < 10
+    assert facts["trainable_parameters"] < facts["parameters"] / 100
+    tuned = AutoModelForCausalLM.from_pretrained(out)  # a plain checkpoint: no GGUF, no PEFT
+    assert getattr(tuned, "hf_quantizer", None) is None
+    base = load_model(str(gguf), dtype="float32")[0].state_dict()
+    changed = {name for name, weight in tuned.state_dict().items() if not torch.equal(weight, base[name])}
+    assert changed and all(".q_proj." in name or ".v_proj." in name for name in changed)

@@ -125,11 +125,22 @@ def load_model(
         location, extra = str(path.parent), {"gguf_file": path.name}
     tokenizer = AutoTokenizer.from_pretrained(location, **extra)
     model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
+    if extra:
+        _unmark_gguf(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def _unmark_gguf(model: PreTrainedModel) -> None:
+    """transformers de-quantizes a GGUF file into ordinary weights on load but leaves the model marked as
+    quantized, which only stops the Trainer from fine-tuning it (and saved copies from loading plainly)."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def encode_prompt(
