@@ -19,6 +19,17 @@ def write_lines(path: Path, records: list[dict | str]) -> Path:
     return path
 
 
+def save_tiny_checkpoint(folder: Path, seed: int, chat_template: str | None = None) -> Path:
+    """A freshly initialised `tiny` toy model and its tokenizer, saved as an ordinary checkpoint folder."""
+    from rftlab.models import char_tokenizer, new_toy_model
+
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = chat_template
+    new_toy_model("tiny", tokenizer, seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "train.jsonl").exists():

@@ -13,10 +13,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import write_lines
+from conftest import save_tiny_checkpoint, write_lines
 from rftlab.data import read_problems
 from rftlab.decoding import StaticCacheDecoder, choose_tokens, splitmix64, uniform_noise
-from rftlab.models import char_tokenizer, new_toy_model
+from rftlab.models import char_tokenizer
 from rftlab.sample import completed_problems, cut_after_answer, row_key
 
 MASK = (1 << 64) - 1
@@ -65,11 +65,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random tiny toy checkpoint (its paths are gibberish, which is all these tests need)."""
-    folder = tmp_path_factory.mktemp("tiny")
-    tokenizer = char_tokenizer()
-    new_toy_model("tiny", tokenizer, seed=1).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=1)
 
 
 def test_greedy_decoding_equals_generate(tiny):

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from conftest import write_lines
-from rftlab.models import char_tokenizer, new_toy_model
+from conftest import save_tiny_checkpoint, write_lines
 from rftlab.sample import EngineSettings, SamplingSettings, _worker_environments, run_sampling, shard_path
 
 SETTINGS = SamplingSettings(k=2, temperature=1.0, max_new_tokens=16, batch_size=4)  # chunks of 2 problems
@@ -21,9 +20,7 @@ N_PROBLEMS = 16
 def setup(tmp_path_factory):
     """A tiny toy checkpoint, problems, and the file one process samples from them."""
     folder = tmp_path_factory.mktemp("parallel")
-    tokenizer = char_tokenizer()
-    new_toy_model("tiny", tokenizer, seed=1).save_pretrained(folder / "tiny")
-    tokenizer.save_pretrained(folder / "tiny")
+    save_tiny_checkpoint(folder / "tiny", seed=1)
     data = write_lines(folder / "p.jsonl", [{"query": f"q{i}", "response": f"#### {i}"} for i in range(N_PROBLEMS)])
     single = folder / "single.jsonl"
     run_sampling(str(folder / "tiny"), data, single, SETTINGS, show_progress=False)

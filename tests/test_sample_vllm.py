@@ -8,11 +8,11 @@ import types
 
 import pytest
 
-from conftest import write_lines
+from conftest import save_tiny_checkpoint, write_lines
 from rftlab.cli import main
 from rftlab.data import read_problems
 from rftlab.evaluate import demonstrations
-from rftlab.models import char_tokenizer, encode_prompt, new_toy_model
+from rftlab.models import char_tokenizer, encode_prompt
 from rftlab.sample import VLLM_MISSING, EngineSettings, HFBackend, SamplingSettings, row_key, run_sampling
 from rftlab.sample_vllm import cut_at_stop, request_seed
 
@@ -73,12 +73,7 @@ def engines(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random tiny toy checkpoint whose tokenizer has a chat template."""
-    folder = tmp_path_factory.mktemp("tiny")
-    tokenizer = char_tokenizer()
-    tokenizer.chat_template = CHAT
-    new_toy_model("tiny", tokenizer, seed=1).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=1, chat_template=CHAT)
 
 
 def problems_file(path, n):

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
+from conftest import save_tiny_checkpoint
 from rftlab.cli import main
 from rftlab.models import CHARACTERS, PRESETS, char_tokenizer, count_parameters, new_toy_model
 from rftlab.train import (
@@ -42,9 +43,7 @@ def tokenizer():
 def toy(tmp_path_factory):
     """A freshly initialised tiny base model and 64 short problems to fine-tune it on."""
     folder = tmp_path_factory.mktemp("toy")
-    tokenizer = char_tokenizer()
-    new_toy_model("tiny", tokenizer, seed=0).save_pretrained(folder / "base")
-    tokenizer.save_pretrained(folder / "base")
+    save_tiny_checkpoint(folder / "base", seed=0)
     problems = [{"query": f"Ann has {n}. Total?", "response": f"<<{n}+2={n + 2}>>\n#### {n + 2}"} for n in range(64)]
     (folder / "train.jsonl").write_text("".join(json.dumps(problem) + "\n" for problem in problems))
     return folder / "base", folder / "train.jsonl"
@@ -138,6 +137,17 @@ def test_corpus_blocks_are_packed_with_bos_and_eos(tokenizer):
     assert stream[0] == tokenizer.bos_token_id and tokenizer.eos_token_id in stream
 
 
+def kill_after_first_checkpoint(command: list[str], out: Path) -> None:
+    """Starts a training command and kills it (SIGKILL) once it has written a complete checkpoint."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "trainer").glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def pretrain_command(corpus: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "rftlab", "pretrain", "--corpus", str(corpus), "--out", str(out), "--preset", "tiny",
@@ -151,13 +161,7 @@ def test_pretraining_resumes_after_a_kill(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(pretrain_command(corpus, straight), check=True, capture_output=True)
 
-    process = subprocess.Popen(pretrain_command(corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((killed / "trainer").glob("checkpoint-*/trainer_state.json")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(pretrain_command(corpus, killed), killed)
     subprocess.run(pretrain_command(corpus, killed), check=True, capture_output=True)
 
     facts = [json.loads((folder / "rftlab.json").read_text()) for folder in (straight, killed)]
@@ -254,13 +258,7 @@ def test_lora_training_resumes_after_a_kill(toy, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(lora_command(base, data, straight), check=True, capture_output=True)
 
-    process = subprocess.Popen(lora_command(base, data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((killed / "trainer").glob("checkpoint-*/trainer_state.json")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(lora_command(base, data, killed), killed)
     assert list((killed / "trainer").glob("checkpoint-*/adapter_model.safetensors"))  # the Trainer saves adapters
     full = ["sft", "--model", str(base), "--data", str(data), "--out", str(killed), "--recipe", "toy-sft", "--quiet"]
     assert main(full) == 2  # a full fine-tuning run does not resume the LoRA one
