@@ -50,12 +50,9 @@ def rftlab(*argv: str) -> list[str]:
 
 def tokens_of(samples: Path, model: str) -> int:
     """Generated tokens in a samples file, counted with the model's own tokenizer."""
-    from transformers import AutoTokenizer
+    from rftlab.models import load_tokenizer
 
-    location, extra = model, {}
-    if model.endswith(".gguf"):
-        location, extra = str(Path(model).parent), {"gguf_file": Path(model).name}
-    tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+    tokenizer = load_tokenizer(model)
     responses = [json.loads(line)["response"] for line in samples.read_text().splitlines()]
     return sum(len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"])
 

@@ -115,23 +115,37 @@ def load_model(
     name: str | Path, dtype: str = "auto", device: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a checkpoint folder, a hub id, or a `.gguf` file."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    location, extra = str(name), {}
-    if location.endswith(".gguf"):
-        path = Path(location)
-        location, extra = str(path.parent), {"gguf_file": path.name}
-    tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+    location, extra = _location(name)
+    tokenizer = load_tokenizer(name)
     model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
     if extra:
         _unmark_gguf(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def load_tokenizer(name: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a checkpoint folder, hub id or `.gguf` file (padding with EOS where it has no pad)."""
+    from transformers import AutoTokenizer
+
+    location, extra = _location(name)
+    tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _location(name: str | Path) -> tuple[str, dict[str, str]]:
+    """What `from_pretrained` reads: the folder or hub id; for a `.gguf` file, its folder and `gguf_file`."""
+    path = Path(name)
+    if path.suffix == ".gguf":
+        return str(path.parent), {"gguf_file": path.name}
+    return str(name), {}
 
 
 def _unmark_gguf(model: PreTrainedModel) -> None:

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from rftlab.models import load_tokenizer
 from rftlab.sample import VLLM_MISSING, EngineSettings, SamplingSettings, cut_after_answer
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
 
 _SEED_BITS = 62
 """vLLM keeps seeds as int64 and gives the i-th of n paths seed + i: 62 bits leave room for both."""
@@ -36,23 +33,14 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[: min(found)[1]] if found else text
 
 
-def _tokenizer_location(model_name: str) -> tuple[str, str | None]:
-    """Where the tokenizer is for us and for vLLM: a `.gguf` file's own folder (vLLM: the folder when it holds
-    tokenizer files, else the file, from which vLLM builds one); else the model itself."""
+def _vllm_tokenizer(model_name: str) -> str | None:
+    """vLLM's tokenizer for a `.gguf` file: its folder when that holds tokenizer files, else None (vLLM builds
+    one from the file); None for other models (vLLM reads the model's own)."""
     path = Path(model_name)
     if path.suffix != ".gguf":
-        return model_name, None
+        return None
     has_files = any((path.parent / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
-    return str(path.parent), str(path.parent) if has_files else None
-
-
-def _load_tokenizer(model_name: str) -> PreTrainedTokenizerBase:
-    """The tokenizer `models.load_model` gives the HF backend for the same model."""
-    from transformers import AutoTokenizer
-
-    location, _ = _tokenizer_location(model_name)
-    extra = {"gguf_file": Path(model_name).name} if model_name.endswith(".gguf") else {}
-    return AutoTokenizer.from_pretrained(location, **extra)
+    return str(path.parent) if has_files else None
 
 
 class VLLMBackend:
@@ -66,11 +54,10 @@ class VLLMBackend:
         except ImportError as error:
             raise ValueError(VLLM_MISSING) from error
         self.vllm, self.engine = vllm, engine
-        self.tokenizer = _load_tokenizer(model_name)
-        _, vllm_tokenizer = _tokenizer_location(model_name)
+        self.tokenizer = load_tokenizer(model_name)  # the HF backend's: the same prompts and decoding
         self.llm = vllm.LLM(
             model=model_name,
-            tokenizer=vllm_tokenizer,
+            tokenizer=_vllm_tokenizer(model_name),
             dtype=dtype,
             seed=seed,
             tensor_parallel_size=engine.tensor_parallel_size,
