@@ -174,7 +174,7 @@ def test_evaluating_a_model_writes_paths_summary_and_predictions(tiny, tmp_path)
     assert [p["id"] for p in predictions] == [str(i) for i in range(5)] and predictions[0]["samples"]["n"] == 3
 
 
-TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
+TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
 
 
 def test_two_processes_give_the_single_process_file(tiny, tmp_path):

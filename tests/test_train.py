@@ -177,11 +177,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(toy, tmp_path):
     command = ["rftlab", "sft", "--model", str(base), "--data", str(data), "--recipe", "toy-sft", "--epochs", "2",
                "--batch-size", "8", "--device-batch", "4", "--log-every", "2", "--quiet", "--out"]  # fmt: skip
     subprocess.run([sys.executable, "-m", *command, str(tmp_path / "one")], check=True, capture_output=True)
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", *command, str(tmp_path / "two")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-2000:]
+    # --standalone: torchrun takes a free port of its own, never one an earlier launch left behind
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    two = subprocess.run([*torchrun, *command, str(tmp_path / "two")], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[:3000] + "\n...\n" + two.stderr[-2000:]
     facts = [json.loads((tmp_path / name / "rftlab.json").read_text()) for name in ("one", "two")]
     assert [f["processes"] for f in facts] == [1, 2] and [f["distributed"] for f in facts] == ["NO", "MULTI_CPU"]
     assert facts[0]["steps"] == facts[1]["steps"] == 16 and facts[0]["tokens_seen"] == facts[1]["tokens_seen"]
