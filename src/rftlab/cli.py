@@ -528,13 +528,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group() -> None:
+    """Under torchrun or accelerate launch: every rank waits for the others, then leaves the process group.
+    A rank that exits while another still works (rank 0 saving the model) can abort in gloo's teardown."""
+    if "torch" not in sys.modules:  # no stage ran torch: nothing to leave
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; exit status 0 on success, 2 on bad input (the message names file and line)."""
     args = build_parser().parse_args(argv)
     from rftlab.data import DataError
 
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        _leave_process_group()
+        return status
     except (DataError, FileExistsError, ValueError) as error:
         print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
