@@ -8,7 +8,10 @@ them like any other model. Real models load by hub id, local folder or `.gguf` f
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,3 +191,53 @@ def write_metadata(checkpoint: str | Path, metadata: dict[str, Any]) -> None:
     from rftlab.data import write_json
 
     write_json(Path(checkpoint) / METADATA_FILE, {"format": CHECKPOINT_FORMAT, **metadata})
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+_HASH_CHUNK = 1 << 24
+
+
+def model_fingerprint(name: str | Path) -> str | None:
+    """What identifies a model's weights: for a local folder or file, a SHA-256 over its weight files (names and
+    bytes, hashed once per process for a given path, size and modification time); for a hub id, the commit its
+    main branch resolves to (from the hub, else the local hub cache). None when a hub id cannot be resolved."""
+    path = Path(name)
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(f"{file.name}\0{_file_sha256(file)}\0".encode())
+        return "sha256:" + digest.hexdigest()
+    revision = hub_revision(str(name))
+    return None if revision is None else f"hub:{revision}"
+
+
+def hub_revision(repo: str, revision: str = "main") -> str | None:
+    """The commit a hub id's revision resolves to: asked of the hub unless HF_HUB_OFFLINE is set, else read from
+    the local hub cache; None when neither knows it."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
+        with contextlib.suppress(Exception):  # no network, no such repo, no huggingface_hub: try the cache
+            from huggingface_hub import HfApi
+
+            return HfApi().model_info(repo, revision=revision, timeout=10).sha
+    with contextlib.suppress(Exception):
+        from huggingface_hub import constants
+
+        ref = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / revision
+        return ref.read_text().strip() or None
+    return None
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    status = path.stat()
+    memo = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    if memo not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+        _FILE_HASHES[memo] = digest.hexdigest()
+    return _FILE_HASHES[memo]

@@ -8,31 +8,26 @@ distinct) -> RFT (the *base* trained again on the original data plus the selecte
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rftlab.data import read_json, read_problems, write_json, write_jsonl
+from rftlab.data import read_json, write_json
+from rftlab.jobs.eval import EvalJob
+from rftlab.jobs.pretrain import PretrainJob
+from rftlab.jobs.reject import RejectJob
+from rftlab.jobs.sample import SampleJob
+from rftlab.jobs.sft import SftJob
+from rftlab.jobs.world import WorldJob
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """The demo's settings; the defaults fit in about 15 minutes on 2 CPU cores."""
-
-    seed: int = 0
-    n_train: int = 4000
-    n_test: int = 500
-    preset: str = "m"
-    pretrain_tokens: int = 3_000_000
-    sft_tokens: int = 2_000_000
-    k: int = 4
-    temperature: float = 0.7
-    eval_k: int = 4
+OUTPUTS = ("data", "base", "sft", "rft", "samples", "eval", "rft.jsonl", "reject-stats.json", "results.json",
+           "report.md", "accuracy.png")  # fmt: skip
+"""What the demo writes under its folder (and `--overwrite` removes)."""
 
 
 class Stages:
@@ -51,63 +46,49 @@ class Stages:
         return result
 
 
-def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, quiet: bool = False) -> dict[str, Any]:
-    """Runs (or resumes) every stage under `out`; writes `out/results.json`, `out/report.md` and a plot."""
-    from rftlab.evaluate import evaluate_model
-    from rftlab.reject import reject, statistics
+def run_demo(demo: Any) -> dict[str, Any]:
+    """Runs (or resumes) every stage of a `DemoJob` under its folder; writes results.json, report.md and a plot.
+
+    A folder that holds another demo's outputs (other settings) is refused, unless `demo.overwrite`."""
     from rftlab.report import write_demo_report
-    from rftlab.sample import SamplingSettings, run_sampling
-    from rftlab.toyworld import write_toyworld
-    from rftlab.train import pretrain, recipe_with, sft
 
-    progress = False if quiet else None
-    stages = Stages(quiet)
-    data, base, tuned, rft_model = out / "data", out / "base", out / "sft", out / "rft"
-
-    def make_world() -> dict[str, Any]:
-        if (data / "toyworld.json").exists():
-            return read_json(data / "toyworld.json")
-        return write_toyworld(data, config.n_train, config.n_test, config.seed)
-
-    def train_base() -> dict[str, Any]:
-        recipe = recipe_with("toy-pretrain", tokens=config.pretrain_tokens)
-        return pretrain(data / "pretrain.txt", base, preset=config.preset, recipe=recipe, seed=config.seed,
-                        show_progress=progress)  # fmt: skip
+    out = demo.out
+    if demo.overwrite:
+        for name in OUTPUTS:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    data, samples = out / "data", out / "samples" / f"sft-k{demo.k}.jsonl"
+    common = {"seed": demo.seed, "quiet": demo.quiet}
+    world = WorldJob(out=data, n_train=demo.n_train, n_test=demo.n_test, seed=demo.seed)
+    tuned, rft_model = out / "sft", out / "rft"
 
     def fine_tune(model: Path, train_file: Path, tokens: int) -> dict[str, Any]:
-        recipe = recipe_with("toy-sft", tokens=tokens)
-        return sft(str(base), train_file, model, recipe=recipe, seed=config.seed, show_progress=progress)
-
-    def sample_train_questions() -> dict[str, Any]:
-        settings = SamplingSettings(k=config.k, temperature=config.temperature, seed=config.seed)
-        return run_sampling(str(tuned), data / "train.jsonl", samples, settings, show_progress=progress)
-
-    def select() -> dict[str, Any]:
-        result = reject(read_problems(data / "train.jsonl"), [samples], show_progress=progress)
-        write_jsonl(out / "rft.jsonl", result.records())
-        stats = statistics(result)
-        write_json(out / "reject-stats.json", stats)
-        return stats
+        return SftJob(model=str(out / "base"), data=train_file, out=model, recipe="toy-sft", tokens=tokens,
+                      **common).run()  # fmt: skip
 
     def evaluate(model: Path, name: str) -> dict[str, Any]:
-        return evaluate_model(str(model), data / "test.jsonl", out / "eval" / f"{name}.json", k=config.eval_k,
-                              temperature=config.temperature, seed=config.seed, show_progress=progress)  # fmt: skip
+        return EvalJob(model=str(model), data=data / "test.jsonl", out=out / "eval" / f"{name}.json", k=demo.eval_k,
+                       temperature=demo.temperature, **common).run()  # fmt: skip
 
-    samples = out / "samples" / f"sft-k{config.k}.jsonl"
-    samples.parent.mkdir(parents=True, exist_ok=True)
-    world = stages.run("toy world", make_world)
-    stages.run("pre-train the base", train_base)
-    stages.run("SFT", lambda: fine_tune(tuned, data / "train.jsonl", config.sft_tokens))
-    stages.run(f"sample k={config.k} on the train questions", sample_train_questions)
-    selection = stages.run("reject", select)
-    rft_examples = config.n_train + selection["selected"]
-    rft_tokens = round(config.sft_tokens * rft_examples / config.n_train)  # as many epochs as SFT (paper §3.3)
+    stages = Stages(demo.quiet)
+    made = stages.run("toy world", lambda: _reuse_world(world) or world.run())
+    stages.run("pre-train the base", PretrainJob(corpus=data / "pretrain.txt", out=out / "base", preset=demo.preset,
+                                                 tokens=demo.pretrain_tokens, **common).run)  # fmt: skip
+    stages.run("SFT", lambda: fine_tune(tuned, data / "train.jsonl", demo.sft_tokens))
+    sample = SampleJob(model=str(tuned), data=data / "train.jsonl", out=samples, k=demo.k,
+                       temperature=demo.temperature, **common)  # fmt: skip
+    stages.run(f"sample k={demo.k} on the train questions", sample.run)
+    select = RejectJob(samples=(samples,), train=data / "train.jsonl", out=out / "rft.jsonl",
+                       stats=out / "reject-stats.json", quiet=demo.quiet)  # fmt: skip
+    selection = {key: value for key, value in stages.run("reject", select.run).items() if key != "lines"}
+    rft_examples = demo.n_train + selection["selected"]
+    rft_tokens = round(demo.sft_tokens * rft_examples / demo.n_train)  # as many epochs as SFT (paper §3.3)
     stages.run("RFT (from the base)", lambda: fine_tune(rft_model, out / "rft.jsonl", rft_tokens))
     evaluations = {name: stages.run(f"evaluate {name}", lambda m=m, name=name: evaluate(m, name))
                    for name, m in (("SFT", tuned), ("RFT", rft_model))}  # fmt: skip
     results = {
-        "config": asdict(config),
-        "world": world,
+        "config": demo.identity(),
+        "world": made,
         "selection": selection,
         "rft_examples": rft_examples,
         "evaluations": evaluations,
@@ -116,3 +97,22 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, quiet: bool = Fals
     write_json(out / "results.json", results)
     write_demo_report(out, results)
     return results
+
+
+def _reuse_world(world: WorldJob) -> dict[str, Any] | None:
+    """The summary of the world already in the folder when it was made with these settings; None when there is
+    none; FileExistsError when it was made with others."""
+    recorded = world.out / "toyworld.json"
+    if not recorded.exists():
+        return None
+    summary = read_json(recorded)
+    made = {key: summary.get(key) for key in ("seed", "train", "test", "config")}
+    if made != json.loads(json.dumps(world.recorded())):
+        raise FileExistsError(f"{world.out} holds a toy world made with other settings ({_difference(made, world)}); "
+                              "pass --overwrite to rebuild the demo, or use another --out")  # fmt: skip
+    return {key: value for key, value in summary.items() if key != "config"}
+
+
+def _difference(made: dict[str, Any], world: WorldJob) -> str:
+    wanted = json.loads(json.dumps(world.recorded()))
+    return ", ".join(f"{key} {made[key]!r}, not {wanted[key]!r}" for key in wanted if made[key] != wanted[key])

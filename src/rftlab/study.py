@@ -12,48 +12,30 @@ fits, plots and findings (rftlab.report).
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import hashlib
-import json
-import os
-import queue
-import random
 import re
 import shlex
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from fractions import Fraction
-from importlib import metadata as library_metadata
 from pathlib import Path
 from typing import Any
 
-from rftlab import __version__
-from rftlab.data import read_json, read_problems, write_json, write_jsonl
+from rftlab.cells import CELL_FILE, Cell, CellError, CellRunner, Plan, command_line, run_cells
+from rftlab.data import read_json, read_problems, write_json
+from rftlab.jobs.base import check_settings, setting_names
+from rftlab.jobs.eval import EvalJob
+from rftlab.jobs.pretrain import PretrainJob
+from rftlab.jobs.reject import RejectJob
+from rftlab.jobs.sample import SampleJob
+from rftlab.jobs.sft import SftJob
+from rftlab.jobs.subset import SubsetJob
+from rftlab.jobs.world import WorldJob
 
 RESULTS_FORMAT = "rftlab.study-results/1"
-CELL_FORMAT = "rftlab.study-cell/1"
-CELL_FILE = "cell.json"
+PLACEHOLDER = Path("<cell>")
+"""Where a job's outputs go until the plan names its cell's folder."""
 FAMILIES = ("pretraining", "data", "k", "union")
 EPOCH_RULES = ("both", "fixed", "scaled")
-
-# The rftlab modules (and libraries) whose code decides each kind of cell's outputs.
-_STAGE_MODULES = ("train", "models", "data")
-_DECODING_MODULES = ("sample", "sample_vllm", "decoding", "models", "data")
-CODE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "world": (("toyworld", "data"), ()),
-    "subset": (("data",), ()),
-    "pretrain": (_STAGE_MODULES, ("torch", "transformers", "accelerate")),
-    "sft": (_STAGE_MODULES, ("torch", "transformers", "accelerate")),
-    "sample": (_DECODING_MODULES, ("torch", "transformers")),
-    "reject": (("reject", "calculator", "answers", "data"), ("rapidfuzz",)),
-    "eval": (("evaluate", "answers", "calculator", *_DECODING_MODULES), ("torch", "transformers")),
-}
-
 
 class StudyError(ValueError):
     """A study that cannot be planned (bad configuration) or whose cell failed."""
@@ -105,25 +87,20 @@ class StudyConfig:
 
 LAUNCHED = ("pretrain", "sft", "sample")  # the cells a `launch` prefix (accelerate, torchrun) can run
 _TOP_KEYS = {"name", "seeds", "data", "bases", "experiments", "pretrain", "train", "sample", "eval", "launch"}
-_SAMPLING_KEYS = {"temperature", "top_p", "max_new_tokens", "template", "batch_size", "dtype", "backend",
-                  "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "gpu_memory_utilization",
-                  "max_model_len", "distributed_executor_backend", "enforce_eager", "stop"}  # fmt: skip
-_TRAIN_KEYS = {"epochs", "tokens", "recipe", "lr", "batch_size", "device_batch", "save_every", "template", "max_length",
-               "dtype", "gradient_checkpointing", "log_every", "lora_r", "lora_alpha", "lora_dropout",
-               "lora_targets"}  # fmt: skip
-_OPTION_KEYS = {
-    "pretrain": {"lr", "batch_size", "device_batch", "save_every"},
-    "train": _TRAIN_KEYS,
-    "sample": _SAMPLING_KEYS,
-    "eval": {"k", "extractor", *_SAMPLING_KEYS},
+_SECTIONS: dict[str, tuple[type, set[str]]] = {
+    "pretrain": (PretrainJob, {"preset", "tokens", "epochs", "seed"}),
+    "train": (SftJob, {"seed"}),
+    "sample": (SampleJob, {"k", "seed", "label", "shard"}),
+    "eval": (EvalJob, {"seed"}),
 }
+"""Each settings section's job, and the fields the study sets itself (the rest a study file may set)."""
+_PROBE = {"model": "model", "data": Path("data"), "out": Path("out"), "corpus": Path("corpus")}
 _FAMILY_KEYS = {
     "pretraining": {"bases"},
     "data": {"bases", "fractions", "epochs"},
     "k": {"bases", "k", "no_dedup", "canonical", "equal_tokens"},
     "union": {"name", "sources", "targets", "k"},
 }
-_WORLD_KEYS = {"n_train", "n_test", "seed", "people", "cost_share", "distractors", "surface", "corpus_docs"}
 
 
 def load_config(path: Path) -> StudyConfig:
@@ -144,13 +121,9 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
     where = source
     mapping = _mapping(raw, where)
     _known_keys(mapping, _TOP_KEYS, where)
-    options = {section: _mapping(mapping.get(section) or {}, f"{where}: {section}") for section in _OPTION_KEYS}
-    for section, allowed in _OPTION_KEYS.items():
-        _known_keys(options[section], allowed, f"{where}: {section}")
+    options = {section: _section(section, mapping.get(section), f"{where}: {section}") for section in _SECTIONS}
     if not options["eval"].get("k"):
         options["eval"].pop("k", None)  # greedy only
-    if options["train"].get("epochs") is not None and options["train"].get("tokens") is not None:
-        raise StudyError(f"{where}: train: give epochs or tokens, not both")
     bases = tuple(_base(entry, f"{where}: bases[{i}]") for i, entry in enumerate(_list(mapping.get("bases"), where)))
     if not bases:
         raise StudyError(f"{where}: bases: at least one base model is needed")
@@ -210,9 +183,26 @@ def _launch(value: Any, where: str) -> dict[str, tuple[str, ...]]:
 
 
 def _overrides(spec: dict[str, Any], section: str, where: str) -> dict[str, Any]:
-    options = _mapping(spec.get(section) or {}, f"{where}: {section}")
-    _known_keys(options, _OPTION_KEYS[section], f"{where}: {section}")
-    return options
+    return _section(section, spec.get(section), f"{where}: {section}")
+
+
+def _section(section: str, value: Any, where: str) -> dict[str, Any]:
+    """A settings section checked against its job's fields: known keys, values of the right type, and values
+    the job accepts (each is tried on a job of these settings alone)."""
+    job, fixed = _SECTIONS[section]
+    spec = _mapping(value or {}, where)
+    _known_keys(spec, setting_names(job) - fixed, where)
+    return _checked(job, spec, where)
+
+
+def _checked(job: type, spec: dict[str, Any], where: str, **probe: Any) -> dict[str, Any]:
+    try:
+        settings = check_settings(job, spec, where)
+        inputs = {name: value for name, value in _PROBE.items() if name in job.__dataclass_fields__}
+        job(**{**inputs, **probe, **settings})
+    except ValueError as error:
+        raise StudyError(str(error) if str(error).startswith(where) else f"{where}: {error}") from None
+    return settings
 
 
 def _base(entry: Any, where: str) -> Base:
@@ -242,8 +232,8 @@ def _data(value: Any, where: str, folder: Path) -> dict[str, Any]:
     if "toyworld" in spec:
         _known_keys(spec, {"toyworld"}, where)
         world = _mapping(spec["toyworld"] or {}, f"{where}: toyworld")
-        _known_keys(world, _WORLD_KEYS, f"{where}: toyworld")
-        return {"toyworld": world}
+        _known_keys(world, setting_names(WorldJob) - {"canonical"}, f"{where}: toyworld")
+        return {"toyworld": _checked(WorldJob, world, f"{where}: toyworld", out=PLACEHOLDER)}
     _known_keys(spec, {"train", "test"}, where)
     if "train" not in spec or "test" not in spec:
         raise StudyError(f"{where}: give toyworld settings, or train and test problem files")
@@ -325,128 +315,6 @@ def _fraction(value: Any, where: str) -> float:
     return fraction
 
 
-# Cells ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Cell:
-    """One unit of cached work; `folder` holds its outputs and, once finished, `cell.json`."""
-
-    kind: str
-    label: str
-    params: dict[str, Any]
-    inputs: dict[str, Cell]
-    key: str = ""
-    folder: Path = Path()
-    external: str | None = None  # a path or hub id that exists outside the study (no work to do)
-    launch: tuple[str, ...] = ()  # a launcher (accelerate, torchrun) the command runs under; not part of the key
-
-    def output(self) -> str:
-        """The cell's main output: a data folder, a model, a file."""
-        if self.external is not None:
-            return self.external
-        return str(self.folder / OUTPUT_NAMES[self.kind])
-
-    def done(self) -> bool:
-        return self.external is not None or (self.folder / CELL_FILE).is_file()
-
-
-OUTPUT_NAMES = {
-    "world": "data",
-    "subset": "train.jsonl",
-    "pretrain": "model",
-    "sft": "model",
-    "sample": "samples.jsonl",
-    "reject": "rft.jsonl",
-    "eval": "eval.json",
-}
-
-
-def _code_fingerprint(kind: str) -> str:
-    modules, libraries = CODE[kind]
-    digest = hashlib.sha256(__version__.encode())
-    package = Path(__file__).parent
-    for module in modules:
-        digest.update(_code_of(package / f"{module}.py").encode())
-    for library in libraries:
-        with contextlib.suppress(library_metadata.PackageNotFoundError):
-            digest.update(f"{library}={library_metadata.version(library)}".encode())
-    return digest.hexdigest()
-
-
-def _code_of(path: Path) -> str:
-    """The module's syntax tree without docstrings: comments, docstrings and layout do not change a key."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        first = body[0] if isinstance(body, list) and body else None
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
-
-
-class Plan:
-    """The cells of a study (shared cells appear once) and the evaluated models it reports on."""
-
-    def __init__(self, cache: Path) -> None:
-        self.cache = cache
-        self.cells: dict[str, Cell] = {}
-        self.runs: dict[str, dict[str, Any]] = {}
-        self._fingerprints: dict[str, str] = {}
-
-    def add(
-        self,
-        kind: str,
-        label: str,
-        params: dict[str, Any],
-        inputs: dict[str, Cell] | None = None,
-        launch: tuple[str, ...] = (),
-    ) -> Cell:
-        inputs = inputs or {}
-        if kind not in self._fingerprints:
-            self._fingerprints[kind] = _code_fingerprint(kind)
-        identity = {
-            "kind": kind,
-            "params": params,
-            "inputs": {role: cell.key for role, cell in sorted(inputs.items())},
-            "code": self._fingerprints[kind],
-        }
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-        if key not in self.cells:
-            folder = self.cache / kind / f"{label}-{key}"
-            self.cells[key] = Cell(kind, label, params, inputs, key, folder, launch=launch)
-        return self.cells[key]
-
-    def external(self, kind: str, label: str, location: str, identity: str, params: dict[str, Any]) -> Cell:
-        """A cell whose output exists outside the study: a model by hub id or path, problem files."""
-        key = hashlib.sha256(f"{kind}:{identity}".encode()).hexdigest()[:12]
-        return self.cells.setdefault(key, Cell(kind, label, params, {}, key, external=location))
-
-    def report(self, model: Cell, evaluation: Cell, family: str, record: dict[str, Any]) -> None:
-        """Registers an evaluated model for results.json (a model used by several experiments appears once)."""
-        run = self.runs.setdefault(evaluation.key, {**record, "families": [], "cells": (model, evaluation)})
-        if family not in run["families"]:
-            run["families"].append(family)
-
-    def ordered(self) -> list[Cell]:
-        """Cells with work to do or done, inputs before the cells that use them (external ones left out)."""
-        order: list[Cell] = []
-        seen: set[str] = set()
-
-        def visit(cell: Cell) -> None:
-            if cell.key in seen:
-                return
-            seen.add(cell.key)
-            for source in cell.inputs.values():
-                visit(source)
-            if cell.external is None:
-                order.append(cell)
-
-        for cell in self.cells.values():
-            visit(cell)
-        return order
-
-
 # Planning ---------------------------------------------------------------------------------------
 
 
@@ -477,16 +345,18 @@ class Planner:
         if "toyworld" not in data:
             identity = "|".join(f"{split}={_file_digest(Path(data[split]))}" for split in ("train", "test"))
             return self.plan.external("world", "files", str(Path(data["train"]).parent), identity, dict(data))
-        params = {**data["toyworld"], "canonical": canonical}
-        return self.plan.add("world", "canonical" if canonical else "default", params)
+        job = WorldJob(out=PLACEHOLDER, **{**data["toyworld"], "canonical": canonical})
+        return self.plan.add("world", "canonical" if canonical else "default", job)
 
     def base(self, name: str) -> Cell:
         base = self.config.base(name)
         if base.model is not None:
-            return self.plan.external("pretrain", name, base.model, base.model, {"model": base.model})
-        params = {"preset": base.preset, "tokens": base.pretrain_tokens, "seed": self.seed, **self.config.pretrain}
-        label = _label(name, f"s{self.seed}")
-        return self.plan.add("pretrain", label, params, {"data": self.world()}, self.launch(name, "pretrain"))
+            return self.plan.external("pretrain", name, base.model, _fingerprint(base.model), {"model": base.model})
+        world = self.world()
+        job = PretrainJob(corpus=Path(world.output()) / "pretrain.txt", out=PLACEHOLDER, preset=base.preset,
+                          tokens=base.pretrain_tokens, seed=self.seed, **self.config.pretrain)  # fmt: skip
+        return self.plan.add("pretrain", _label(name, f"s{self.seed}"), job, {"data": world},
+                             self.launch(name, "pretrain"))  # fmt: skip
 
     def launch(self, base: str, kind: str) -> tuple[str, ...]:
         """The launcher of a base's cells of this kind: the base's own, else the study's."""
@@ -499,8 +369,9 @@ class Planner:
     def subset(self, fraction: float) -> Cell | None:
         if fraction == 1:
             return None
-        label = _label(_fraction_label(fraction), f"s{self.seed}")
-        return self.plan.add("subset", label, {"fraction": fraction, "seed": self.seed}, {"data": self.world()})
+        world = self.world()
+        job = SubsetJob(data=Path(_train_path(world)), out=PLACEHOLDER, fraction=fraction, seed=self.seed)
+        return self.plan.add("subset", _label(_fraction_label(fraction), f"s{self.seed}"), job, {"data": world})
 
     def sft(self, base: str, fraction: float = 1.0, epochs: float | None = None, canonical: bool = False) -> Cell:
         world = self.world(canonical)
@@ -509,38 +380,48 @@ class Planner:
         budget = {"epochs": epochs if epochs is not None else self.epochs, "tokens": self.config.train.get("tokens")}
         if budget["epochs"] is not None:
             budget["tokens"] = None
-        params = {**self.options(base, "train"), **budget, "seed": self.seed}
+        job = self._train_job(base, inputs, budget)
         label = _label("sft", base, "canonical" if canonical else "", _fraction_label(fraction) if fraction < 1 else "",
                        _epoch_label(budget["epochs"]) if budget["epochs"] else "", f"s{self.seed}")  # fmt: skip
-        return self.plan.add("sft", label, params, inputs, self.launch(base, "sft"))
+        return self.plan.add("sft", label, job, inputs, self.launch(base, "sft"))
+
+    def _train_job(self, base: str, inputs: dict[str, Cell], budget: dict[str, Any]) -> SftJob:
+        settings = {**self.options(base, "train"), **budget, "seed": self.seed}
+        return SftJob(model=inputs["base"].output(), data=Path(_train_path(inputs["data"])), out=PLACEHOLDER,
+                      **settings)  # fmt: skip
 
     def request_samples(self, model: Cell, k: int) -> None:
         self.sample_k[model.key] = max(k, self.sample_k.get(model.key, 0))
 
     def samples(self, model: Cell, source: str, world: Cell) -> Cell:
-        params = {**self.options(source, "sample"), "k": self.sample_k[model.key], "seed": self.seed, "label": source}
+        k = self.sample_k[model.key]
+        job = SampleJob(model=model.output(), data=Path(_train_path(world)), out=PLACEHOLDER, k=k, seed=self.seed,
+                        label=source, **self.options(source, "sample"))  # fmt: skip
         inputs = {"model": model, "data": world}
-        label = _label(model.label, f"k{params['k']}")
-        return self.plan.add("sample", label, params, inputs, self.launch(source, "sample"))
+        return self.plan.add("sample", _label(model.label, f"k{k}"), job, inputs, self.launch(source, "sample"))
 
     def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str) -> Cell:
         inputs = {"data": world, **{f"samples{i}": cell for i, cell in enumerate(samples)}}
-        return self.plan.add("reject", label, {"first_k": k, "dedup": dedup}, inputs)
+        job = RejectJob(samples=tuple(Path(cell.output()) for cell in samples), train=Path(_train_path(world)),
+                        out=PLACEHOLDER, stats=PLACEHOLDER, first_k=k, no_dedup=not dedup)  # fmt: skip
+        return self.plan.add("reject", label, job, inputs)
 
     def rft(self, base: str, selection: Cell, label: str, tokens_of: Cell | None = None) -> Cell:
         """RFT trains the base on the rejection data, as many epochs as SFT (or, as a control, SFT's tokens)."""
         inputs = {"base": self.base(base), "data": selection}
         if tokens_of is not None:
             inputs["tokens_of"] = tokens_of
-            budget: dict[str, Any] = {"epochs": None, "tokens": "tokens_of"}
+            budget: dict[str, Any] = {"epochs": None, "tokens": None, "tokens_of": Path(tokens_of.output())}
         else:
             budget = {"epochs": self.epochs, "tokens": None if self.epochs else self.config.train.get("tokens")}
-        params = {**self.options(base, "train"), **budget, "seed": self.seed}
-        return self.plan.add("sft", _label("rft", label, f"s{self.seed}"), params, inputs, self.launch(base, "sft"))
+        job = self._train_job(base, inputs, budget)
+        return self.plan.add("sft", _label("rft", label, f"s{self.seed}"), job, inputs, self.launch(base, "sft"))
 
     def evaluate(self, model: Cell, family: str, record: dict[str, Any]) -> None:
-        params = {**self.options(record["base"], "eval"), "seed": self.seed}
-        evaluation = self.plan.add("eval", model.label, params, {"model": model, "data": self.world()})
+        world = self.world()
+        job = EvalJob(model=model.output(), data=Path(_world_file(world, "test")), out=PLACEHOLDER, seed=self.seed,
+                      **self.options(record["base"], "eval"))  # fmt: skip
+        evaluation = self.plan.add("eval", model.label, job, {"model": model, "data": world})
         self.plan.report(model, evaluation, family, {**record, "seed": self.seed, "name": model.label})
 
     # experiments
@@ -652,47 +533,14 @@ def _file_digest(path: Path) -> str:
 def build_plan(config: StudyConfig, cache: Path) -> Plan:
     """Every cell of the study, for every seed."""
     plan = Plan(cache)
-    for seed in config.seeds:
-        Planner(config, plan, seed).plan_all()
+    try:
+        for seed in config.seeds:
+            Planner(config, plan, seed).plan_all()
+    except StudyError:
+        raise
+    except ValueError as error:  # settings that each section allows but that a base's overrides make conflict
+        raise StudyError(f"{config.source}: {error}") from None
     return plan
-
-
-# Running ----------------------------------------------------------------------------------------
-
-
-def command(cell: Cell) -> list[str] | None:
-    """The `rftlab` arguments that produce the cell (None: an in-process step)."""
-    inputs, params, out = cell.inputs, cell.params, cell.output()
-    if cell.kind == "world":
-        settings = {key: value for key, value in params.items() if key != "canonical"}
-        if "people" in settings and not isinstance(settings["people"], str):
-            settings["people"] = ",".join(map(str, settings["people"]))
-        return ["toyworld", "--out", out, *_options(settings), *(["--canonical"] if params["canonical"] else [])]
-    if cell.kind == "subset":
-        return None
-    if cell.kind == "pretrain":
-        corpus = str(Path(inputs["data"].output()) / "pretrain.txt")
-        settings = {key: value for key, value in params.items() if key != "preset"}
-        return ["pretrain", "--corpus", corpus, "--preset", params["preset"], "--out", out, *_options(settings)]
-    if cell.kind == "sft":
-        settings = dict(params)
-        if settings.get("tokens") == "tokens_of":
-            settings["tokens"] = read_json(Path(inputs["tokens_of"].output()) / "rftlab.json")["tokens_seen"]
-        data = inputs["data"]
-        return ["sft", "--model", inputs["base"].output(), "--data", _train_path(data), "--out", out,
-                *_options(settings)]  # fmt: skip
-    if cell.kind == "sample":
-        return ["sample", "--model", inputs["model"].output(), "--data", _train_path(inputs["data"]), "--out", out,
-                *_options(params)]  # fmt: skip
-    if cell.kind == "reject":
-        samples = [inputs[role].output() for role in sorted(r for r in inputs if r.startswith("samples"))]
-        flags = ["--first-k", str(params["first_k"]), *([] if params["dedup"] else ["--no-dedup"])]
-        stats = str(cell.folder / "stats.json")
-        return ["reject", *samples, "--train", _train_path(inputs["data"]), "--out", out, "--stats", stats, *flags]
-    if cell.kind == "eval":
-        test = _world_file(inputs["data"], "test")
-        return ["eval", "--model", inputs["model"].output(), "--data", test, "--out", out, *_options(params)]
-    raise StudyError(f"no command for cell kind {cell.kind!r}")
 
 
 def _train_path(data: Cell) -> str:
@@ -706,135 +554,10 @@ def _world_file(world: Cell, split: str) -> str:
     return str(Path(world.output()) / f"{split}.jsonl")
 
 
-def _options(settings: dict[str, Any]) -> list[str]:
-    """`--name value` for each setting (k -> -k; true: the flag alone; a list: the flag per item), skipping unset
-    and false ones."""
-    argv: list[str] = []
-    for name, value in settings.items():
-        flag = "-k" if name == "k" else "--" + name.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif value is not None and value is not False:
-            for item in value if isinstance(value, list) else [value]:
-                argv += [flag, f"{item:g}" if isinstance(item, float) else str(item)]
-    return argv
+def _fingerprint(model: str) -> str | None:
+    from rftlab.models import model_fingerprint
 
-
-def write_subset(cell: Cell) -> None:
-    """A random subset of the train problems (kept in file order), the seed's draw for this fraction."""
-    source = _train_path(cell.inputs["data"])
-    problems = list(_raw_lines(Path(source)))
-    size = max(1, round(len(problems) * cell.params["fraction"]))
-    chosen = sorted(random.Random(cell.params["seed"]).sample(range(len(problems)), size))
-    write_jsonl(cell.output(), (problems[i] for i in chosen))
-
-
-def _raw_lines(path: Path) -> Iterable[dict[str, Any]]:
-    read_problems(path)  # checks the file, with file:line errors
-    with path.open(encoding="utf-8") as lines:
-        yield from (json.loads(line) for line in lines if line.strip())
-
-
-class CellRunner:
-    """Runs cells in process (the default) or as subprocesses (`--jobs N` > 1, or a launcher)."""
-
-    def __init__(self, subprocesses: bool, threads: int | None, quiet: bool, devices: tuple[str, ...] = ()) -> None:
-        self.subprocesses, self.threads, self.quiet = subprocesses, threads, quiet
-        self.devices = devices  # GPUs shared out among parallel cells, one each (CUDA_VISIBLE_DEVICES)
-        self.free_devices: queue.Queue[str] = queue.Queue()
-        for device in devices:
-            self.free_devices.put(device)
-
-    def run(self, cell: Cell) -> float:
-        """Does the cell's work; returns seconds. Raises StudyError (with the log's path) if it fails."""
-        cell.folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        argv = command(cell)
-        if argv is None:
-            write_subset(cell)
-        else:
-            outside = self._outside(cell)
-            if cell.kind != "world" and (outside or self.quiet):  # in process, a terminal shows the stage's bar
-                argv = [*argv, "-q"]
-            status = self._subprocess(cell, argv) if outside else self._in_process(cell, argv)
-            if status == 130:
-                raise KeyboardInterrupt
-            if status != 0:
-                log = cell.folder / "log.txt"
-                raise StudyError(f"cell {cell.kind}/{cell.label} failed (exit {status}): rftlab {shlex.join(argv)}; "
-                                 f"see {log}")  # fmt: skip
-        seconds = time.perf_counter() - start
-        write_json(cell.folder / CELL_FILE, _cell_record(cell, argv, seconds))
-        return seconds
-
-    def _outside(self, cell: Cell) -> bool:
-        return self.subprocesses or bool(cell.launch)
-
-    def _in_process(self, cell: Cell, argv: list[str]) -> int:
-        from rftlab.cli import main
-
-        with open(cell.folder / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-            return main(argv)
-
-    def _subprocess(self, cell: Cell, argv: list[str]) -> int:
-        launcher = list(cell.launch) or [sys.executable]
-        env = dict(os.environ)
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
-        device = self.free_devices.get() if self.devices else None  # waits for a free one
-        if device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = device
-        try:
-            with open(cell.folder / "log.txt", "a", encoding="utf-8") as log:
-                return subprocess.run([*launcher, "-m", "rftlab", *argv], stdout=log, stderr=log, env=env).returncode
-        finally:
-            if device is not None:
-                self.free_devices.put(device)
-
-
-def _cell_record(cell: Cell, argv: list[str] | None, seconds: float) -> dict[str, Any]:
-    return {
-        "format": CELL_FORMAT,
-        "kind": cell.kind,
-        "label": cell.label,
-        "key": cell.key,
-        "params": cell.params,
-        "inputs": {role: source.key for role, source in cell.inputs.items()},
-        "command": None if argv is None else ["rftlab", *argv],
-        "launch": list(cell.launch),
-        "seconds": round(seconds, 2),
-        "rftlab_version": __version__,
-    }
-
-
-def run_cells(cells: list[Cell], runner: CellRunner, jobs: int, say: Callable[[str], None]) -> dict[str, float]:
-    """Runs the cells not yet done, inputs first, up to `jobs` at a time; returns seconds per cell key."""
-    todo = [cell for cell in cells if not cell.done()]
-    say(f"{len(cells) - len(todo)} of {len(cells)} cells cached, {len(todo)} to run")
-    seconds: dict[str, float] = {}
-    pending = list(todo)
-    running: dict[Future[float], Cell] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        while pending or running:
-            for cell in [c for c in pending if all(source.done() for source in c.inputs.values())][
-                : max(0, jobs - len(running))
-            ]:
-                pending.remove(cell)
-                say(f"[{len(seconds) + len(running) + 1}/{len(todo)}] {cell.kind} {cell.label}")
-                running[pool.submit(runner.run, cell)] = cell
-            if not running:
-                raise StudyError("cells wait on inputs that cannot run: " + ", ".join(c.label for c in pending))
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                cell = running.pop(future)
-                try:
-                    seconds[cell.key] = future.result()
-                except BaseException:
-                    pending.clear()
-                    wait(running)
-                    raise
-                say(f"    done {cell.kind} {cell.label} in {seconds[cell.key]:.0f} s")
-    return seconds
+    return model_fingerprint(model)
 
 
 # Results ----------------------------------------------------------------------------------------
@@ -920,15 +643,22 @@ def run_study(
 
     if dry_run:
         for cell in cells:
-            argv = command(cell) if all(source.done() for source in cell.inputs.values()) else None
-            shown = "(in-process)" if cell.kind == "subset" else "(later)"
-            if argv:
-                shown = shlex.join([*cell.launch, "-m", "rftlab", *argv] if cell.launch else ["rftlab", *argv])
-            print(f"{'cached' if cell.done() else 'to run'}  {cell.kind:8} {cell.label}  {shown}")
+            shown = command_line(cell)
+            print(f"{'cached' if cell.done() else 'to run'}  {cell.kind:8} {cell.label}  "
+                  f"{shlex.join(shown) if shown else '(in-process)'}")  # fmt: skip
+        for cell in plan.unresolved():
+            print(f"unresolved  {cell.kind:8} {cell.label}  {cell.external}: revision unknown (no hub, not cached)")
         return None
+    if unresolved := plan.unresolved():
+        raise StudyError(f"{config.source}: cannot identify the weights of {', '.join(c.external for c in unresolved)}"
+                         " (the hub is out of reach and the local hub cache does not hold it): download it first, "
+                         "or give a local folder")  # fmt: skip
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     runner = CellRunner(jobs > 1 or bool(devices), threads, quiet, devices)
-    ran = run_cells(cells, runner, jobs, say)
+    try:
+        ran = run_cells(cells, runner, jobs, say)
+    except CellError as error:
+        raise StudyError(str(error)) from None
     results = collect_results(config, plan, ran)
     write_json(out / "results.json", results)
     from rftlab.report import write_study_report

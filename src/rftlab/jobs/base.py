@@ -1,0 +1,286 @@
+"""A job: one frozen dataclass per stage holding every resolved setting, with `run()` and `argv()`.
+
+The CLI builds each command's flags from the job's fields (`add_arguments`), the study builds jobs from
+its YAML sections (`from_settings`) and runs them in-process (`run()`) or as `rftlab` subprocesses
+(`argv()`), and the demo is a fixed list of jobs. A field's metadata (`option`) says what it is:
+a *setting* (part of the job's identity, which keys the study's cache), an *io* path (inputs and outputs:
+the cache keys them by their cells), or *runtime* (how the work runs, not what it makes: `quiet`,
+`overwrite`). `parse(job.argv())` gives back the same job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+SETTING, IO, RUNTIME = "setting", "io", "runtime"
+
+
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    kind: str = SETTING,
+    flag: str | None = None,
+    short: str | None = None,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    group: str | None = None,
+    exclusive: str | None = None,
+    positional: bool = False,
+    parse: Callable[[str], Any] | None = None,
+    show: Callable[[Any], str] | None = None,
+    nargs: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A job field with what its command-line flag needs. `parse`/`show` turn a flag's text into the value and
+    back (e.g. "2,3" <-> (2, 3)); `exclusive` names a group of flags of which at most one may be given;
+    `nargs="+"` takes a tuple's items after one flag (else the flag repeats per item); `cli=False` keeps a field
+    off the command line (set by the study or the demo only)."""
+    metadata = {"help": help, "kind": kind, "flag": flag, "short": short, "metavar": metavar, "choices": choices,
+                "group": group, "exclusive": exclusive, "positional": positional, "parse": parse, "show": show,
+                "nargs": nargs, "cli": cli}  # fmt: skip
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("job defaults must be immutable")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Job:
+    """The base of every stage's job; subclasses set the command's name and texts and implement `run`."""
+
+    COMMAND: ClassVar[str] = ""
+    HELP: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+    LIBRARIES: ClassVar[tuple[str, ...]] = ()
+    """Libraries whose versions decide the outputs (their versions join the study's cache key)."""
+
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    def message(self, result: Any) -> str | None:
+        """What the command prints when the job has run (None: nothing)."""
+        return None
+
+    def libraries(self) -> tuple[str, ...]:
+        return self.LIBRARIES
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the outputs (defaults included; paths and runtime choices left out)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.metadata.get("kind") == SETTING}
+
+    def argv(self) -> list[str]:
+        """The `rftlab` arguments that make this job: COMMAND, then every field that is not its default."""
+        words: list[str] = [self.COMMAND]
+        positional: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata.get("cli", True) or value is None or value is False or value == f.default:
+                continue
+            texts = _texts(f, value)
+            if f.metadata.get("positional"):
+                positional += texts
+            elif value is True:
+                words.append(flag_of(f))
+            else:
+                repeat = isinstance(value, tuple) and f.metadata.get("show") is None and not f.metadata.get("nargs")
+                words += [item for text in texts for item in (flag_of(f), text)] if repeat else [flag_of(f), *texts]
+        return words + positional
+
+    def with_changes(self, **changes: Any) -> Job:
+        return dataclasses.replace(self, **changes)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _texts(f: dataclasses.Field, value: Any) -> list[str]:
+    show = f.metadata.get("show")
+    if show is not None:
+        return [show(value)]
+    items = value if isinstance(value, tuple) else (value,)
+    return [repr(item) if isinstance(item, float) else str(item) for item in items]
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON holds it: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+# Command-line flags from the fields ----------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap(hint: Any) -> tuple[Any, bool]:
+    """The type inside `X | None`, and whether None is allowed."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return (args[0] if len(args) == 1 else hint), True
+    return hint, False
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Job]) -> None:
+    """Adds a flag (or positional argument) per field of the job class that the command line sets."""
+    hints, groups, exclusive = _hints(cls), {}, {}
+    order = {IO: 0, SETTING: 1, RUNTIME: 2}
+    for f in sorted(fields(cls), key=lambda f: order[f.metadata.get("kind", SETTING)]):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        target: Any = parser
+        if meta.get("group"):
+            target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        if meta.get("exclusive"):
+            target = exclusive.setdefault(meta["exclusive"], target.add_mutually_exclusive_group())
+        names, spec = _argument(f, hints[f.name])
+        target.add_argument(*names, **spec)
+
+
+def _argument(f: dataclasses.Field, hint: Any) -> tuple[list[str], dict[str, Any]]:
+    meta = f.metadata
+    kind, optional = _unwrap(hint)
+    required = f.default is MISSING
+    spec: dict[str, Any] = {"help": _help(meta["help"], f.default, required), "dest": f.name}
+    if meta.get("metavar"):
+        spec["metavar"] = meta["metavar"]
+    if meta.get("choices"):
+        spec["choices"] = meta["choices"]
+    if meta.get("positional"):
+        spec.pop("dest")
+        spec.update(nargs="+" if typing.get_origin(kind) is tuple else None, type=_converter(f, kind))
+        return [f.name], {k: v for k, v in spec.items() if v is not None}
+    names = [flag_of(f)] + ([meta["short"]] if meta.get("short") else [])
+    if kind is bool:
+        spec.update(action="store_true", default=None if optional else False)
+        return names, spec
+    spec.update(default=None if required else f.default, type=_converter(f, kind))
+    if required:
+        spec["required"] = True
+    if typing.get_origin(kind) is tuple and not meta.get("parse"):
+        spec.update({"nargs": meta["nargs"]} if meta.get("nargs") else {"action": "append"}, default=None)
+    return names, spec
+
+
+def _help(text: str, default: Any, required: bool) -> str:
+    if required or default in (None, False, (), "") or "default" in text:
+        return text
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{text} (default {shown})"
+
+
+def _converter(f: dataclasses.Field, kind: Any) -> Callable[[str], Any]:
+    parse = f.metadata.get("parse")
+    if parse is not None:
+        return _argparse_type(parse)
+    if typing.get_origin(kind) is tuple:
+        kind = typing.get_args(kind)[0]
+    return {int: int, float: _finite_float, Path: Path}.get(kind, str)
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def from_namespace(cls: type[Job], namespace: argparse.Namespace, **fixed: Any) -> Job:
+    """The job of parsed command-line arguments."""
+    values = {}
+    for f in fields(cls):
+        if not f.metadata.get("cli", True) or f.name in fixed:
+            continue
+        value = getattr(namespace, f.name)
+        if isinstance(value, list):
+            value = tuple(value)
+        if value is None and f.default is not MISSING and f.default is not None:
+            value = f.default
+        values[f.name] = value
+    return cls(**values, **fixed)
+
+
+# Jobs from study files -----------------------------------------------------------------------------
+
+
+def setting_names(cls: type[Job]) -> set[str]:
+    """The fields a study file may set: the job's settings."""
+    return {f.name for f in fields(cls) if f.metadata.get("kind") == SETTING and f.metadata.get("cli", True)}
+
+
+def check_settings(cls: type[Job], settings: dict[str, Any], where: str) -> dict[str, Any]:
+    """The study-file settings of a job checked and converted to the fields' types (lists become tuples);
+    ValueError naming `where` and the key for an unknown key or a value of the wrong type."""
+    hints, allowed = _hints(cls), setting_names(cls)
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
+    by_name = {f.name: f for f in fields(cls)}
+    return {key: _typed(by_name[key], hints[key], value, f"{where}: {key}") for key, value in settings.items()}
+
+
+def _typed(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
+    kind, optional = _unwrap(hint)
+    if value is None:
+        if optional or f.default is None:
+            return None
+        raise ValueError(f"{where}: a value is needed")
+    parse = f.metadata.get("parse")
+    if parse is not None and isinstance(value, str):
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+    if typing.get_origin(kind) is tuple:
+        items = value if isinstance(value, list) else [value]
+        inner = typing.get_args(kind)[0]
+        return tuple(_scalar(inner, item, where) for item in items)
+    if choices := f.metadata.get("choices"):
+        if value not in choices:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+    return _scalar(kind, value, where)
+
+
+def _scalar(kind: Any, value: Any, where: str) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if kind is Path:
+        return Path(str(value))
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"{where}: expected text, got {value!r}")
+    return str(value)

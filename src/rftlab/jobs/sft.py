@@ -1,0 +1,87 @@
+"""`rftlab sft`: supervised fine-tuning with the loss on the response only (full or LoRA)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rftlab.data import TEMPLATE_CHOICES
+from rftlab.jobs.base import IO, option
+from rftlab.jobs.sampling import main_process
+from rftlab.jobs.training import TrainingOptions
+from rftlab.train import DTYPES, RECIPES
+
+LORA = "LoRA (needs peft: pip install 'rftlab[lora]')"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SftJob(TrainingOptions):
+    """Fine-tunes `model` on `data` into `out`."""
+
+    COMMAND = "sft"
+    HELP = "supervised fine-tuning, loss on the response only"
+    DESCRIPTION = (
+        "Fine-tune a model on a problem file (GSM8K-style or RFT data) with the loss on the response and EOS only. "
+        "Toy checkpoints default to the toy recipe (budget 3M tokens), other models to the paper's (3 epochs, "
+        "global batch 128, lr 2e-5, 3% warm-up, cosine). Resumes if interrupted. With --lora-r, trains LoRA "
+        "adapters (PEFT) and saves the base with them merged in, a plain checkpoint, and the adapter in OUT/adapter."
+    )
+
+    model: str = option(help="checkpoint folder, hub id or .gguf", kind=IO, metavar="CKPT_OR_HF_ID")
+    data: Path = option(help="problems or RFT data", kind=IO, metavar="TRAIN.jsonl")
+    out: Path = option(help="checkpoint folder", kind=IO, metavar="CKPT")
+    tokens_of: Path | None = option(None, "budget: as many tokens as this checkpoint saw (a compute-matched "
+                                    "control)", kind=IO, metavar="CKPT", exclusive="budget")  # fmt: skip
+    recipe: str | None = option(None, "settings to start from (default: toy-sft for toy checkpoints, else paper)",
+                                choices=tuple(r for r in RECIPES if "pretrain" not in r))  # fmt: skip
+    template: str | None = option(None, "prompt template (chat: the tokenizer's)", choices=TEMPLATE_CHOICES)
+    max_length: int | None = option(None, "longest example in tokens")
+    dtype: str = option("float32", "weights' dtype (auto: the checkpoint's)", choices=DTYPES)
+    lora_r: int = option(0, "adapter rank (default 0: full fine-tuning)", group=LORA)
+    lora_alpha: float | None = option(None, "scale numerator: updates scaled by alpha/r (default 2 r)", group=LORA)
+    lora_dropout: float | None = option(None, "dropout on the adapters' input (default 0.05)", group=LORA)
+    lora_targets: str | None = option(None, "adapted modules: all-linear (default: every linear layer but the output "
+                                      "head) or names, e.g. q_proj,v_proj", group=LORA)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tokens_of is not None and (self.tokens is not None or self.epochs is not None):
+            raise ValueError("give one of --tokens, --epochs and --tokens-of")
+        self.lora()
+
+    def lora(self):
+        """LoRA settings from `--lora-*` (None: full fine-tuning); alpha defaults to 2 r."""
+        from rftlab.train import Lora
+
+        given = {key: getattr(self, f"lora_{key}") for key in ("alpha", "dropout", "targets")}
+        given = {key: value for key, value in given.items() if value is not None}
+        if not self.lora_r:
+            if given:
+                raise ValueError("--lora-alpha, --lora-dropout and --lora-targets need --lora-r")
+            return None
+        return Lora(r=self.lora_r, **{"alpha": 2.0 * self.lora_r, **given})
+
+    def libraries(self) -> tuple[str, ...]:
+        return (*self.LIBRARIES, *(("peft",) if self.lora_r else ()))
+
+    def run(self) -> dict[str, Any]:
+        from rftlab.models import read_metadata
+        from rftlab.train import default_recipe, sft
+
+        extra = {key: getattr(self, key) for key in ("template", "max_length")}
+        name, job = self.recipe or default_recipe(self.model), self
+        if self.tokens_of is not None:
+            seen = read_metadata(self.tokens_of).get("tokens_seen")
+            if seen is None:
+                raise ValueError(f"--tokens-of {self.tokens_of}: no rftlab.json with tokens_seen there")
+            job = self.with_changes(tokens=seen, tokens_of=None)
+        recipe = job.make_recipe(name, **extra)
+        return sft(self.model, self.data, self.out, recipe=recipe, seed=self.seed, dtype=self.dtype, lora=self.lora(),
+                   overwrite=self.overwrite, show_progress=self.progress())  # fmt: skip
+
+    def message(self, result: dict[str, Any]) -> str | None:
+        if not main_process():
+            return None
+        return (f"{self.out}: {result['examples']:,} examples, {result['steps']:,} steps, "
+                f"{result['tokens_seen']:,} tokens, final training loss {result['train_loss']:.4f}")  # fmt: skip

@@ -1,0 +1,63 @@
+"""`rftlab toyworld`: a toy-world data set (train, test, pre-training corpus)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rftlab.jobs.base import IO, Job, option
+from rftlab.toyworld import DEFAULT_CONFIG, DEFAULT_CORPUS_DOCS, SURFACES
+
+
+def parse_people(text: str) -> tuple[int, ...]:
+    """A comma-separated mix of people per problem, e.g. 2,3,3."""
+    try:
+        people = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of counts, e.g. 2,3") from None
+    return people
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldJob(Job):
+    """Generates the toy world's problems and corpus into `out`."""
+
+    COMMAND = "toyworld"
+    HELP = "generate a toy-world data set (train, test, pre-training corpus)"
+    DESCRIPTION = (
+        "Generate GSM-style problems whose quantities form a small dependency graph, with calculator-annotated "
+        "solutions (one randomly drawn strategy each), a test split disjoint by a hash of each problem, and a "
+        "pre-training corpus that never contains a train or test question."
+    )
+
+    out: Path = option(help="output folder", kind=IO, metavar="DIR")
+    n_train: int = option(4000, "train problems")
+    n_test: int = option(500, "test problems")
+    seed: int = option(0, "seed")
+    surface: str = option(DEFAULT_CONFIG.surface, "text style", choices=SURFACES)
+    canonical: bool = option(False, "one fixed solution strategy (no path diversity)")
+    people: tuple[int, ...] = option(DEFAULT_CONFIG.people, "mix of people per problem", parse=parse_people,
+                                     show=lambda people: ",".join(map(str, people)))  # fmt: skip
+    cost_share: float = option(DEFAULT_CONFIG.cost_share, "share of cost questions")
+    distractors: int = option(DEFAULT_CONFIG.distractors, "most distractor facts")
+    corpus_docs: int = option(DEFAULT_CORPUS_DOCS, "pre-training documents")
+
+    def config(self):
+        from rftlab.toyworld import WorldConfig
+
+        return WorldConfig(people=self.people, cost_share=self.cost_share, distractors=self.distractors,
+                           surface=self.surface, canonical=self.canonical)  # fmt: skip
+
+    def recorded(self) -> dict[str, Any]:
+        """What toyworld.json records of these settings: another world's folder is told apart by it."""
+        return {"seed": self.seed, "train": self.n_train, "test": self.n_test, "config": asdict(self.config())}
+
+    def run(self) -> dict[str, Any]:
+        from rftlab.toyworld import write_toyworld
+
+        return write_toyworld(self.out, self.n_train, self.n_test, self.seed, self.config(), self.corpus_docs)
+
+    def message(self, result: dict[str, Any]) -> str:
+        return (f"{self.out}: {result['train']:,} train and {result['test']:,} test problems, pre-training corpus "
+                f"of {result['pretrain_docs']:,} documents ({result['pretrain_chars']:,} characters)")  # fmt: skip
