@@ -9,21 +9,20 @@ and prints the SFT and RFT accuracies and the time of the run that did the work,
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 from rftlab.data import read_json
-from rftlab.pipeline import DemoConfig, run_demo
+from rftlab.jobs.demo import DemoJob
 
 
 def demo_results(seed: int) -> dict:
     """The results of a finished demo run with this seed's default settings, else a new (resumed) run."""
-    out, config = Path(f"runs/demo-s{seed}"), DemoConfig(seed=seed)
-    if (out / "results.json").exists():
-        results = read_json(out / "results.json")
-        if results["config"] == asdict(config):
+    demo = DemoJob(out=Path(f"runs/demo-s{seed}"), seed=seed, quiet=True)
+    if (demo.out / "results.json").exists():
+        results = read_json(demo.out / "results.json")
+        if results["config"] == demo.identity():
             return results
-    return run_demo(out, config, quiet=True)
+    return demo.run()
 
 
 def main() -> None:

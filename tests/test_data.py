@@ -90,3 +90,20 @@ def test_write_jsonl_round_trips(tmp_path):
     target = tmp_path / "sub" / "out.jsonl"
     assert write_jsonl(target, iter(records)) == 2
     assert [json.loads(line) for line in target.read_text().splitlines()] == records
+
+
+def test_atomic_writes_honour_the_umask_without_changing_it(tmp_path):
+    import os
+    import stat
+
+    from rftlab.data import atomic_writer
+
+    previous = os.umask(0o027)
+    try:
+        with atomic_writer(tmp_path / "f.txt", "w") as handle:
+            handle.write("x")
+        assert os.umask(0o027) == 0o027  # unchanged by the write
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]

@@ -1,13 +1,14 @@
 """A micro end-to-end run of the demo: every stage writes well-formed files with consistent counts."""
 
 import json
+import shutil
 
 import pytest
 
 from rftlab.cli import main
-from rftlab.pipeline import DemoConfig, run_demo
+from rftlab.jobs.demo import DemoJob
 
-MICRO = DemoConfig(n_train=40, n_test=12, preset="tiny", pretrain_tokens=20_000, sft_tokens=8_000, k=2, eval_k=2)
+MICRO = dict(n_train=40, n_test=12, preset="tiny", pretrain_tokens=20_000, sft_tokens=8_000, k=2, eval_k=2)
 
 
 def lines(path):
@@ -17,7 +18,7 @@ def lines(path):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, MICRO, quiet=True)
+    return out, DemoJob(out=out, quiet=True, **MICRO).run()
 
 
 def test_every_stage_writes_consistent_files(demo):
@@ -58,3 +59,15 @@ def test_a_second_run_reuses_every_stage(demo, capsys):
     assert again["evaluations"] == results["evaluations"]
     assert sum(again["seconds"].values()) < 0.5 * sum(results["seconds"].values())
     assert "| RFT |" in capsys.readouterr().out
+
+
+def test_a_demo_folder_of_other_settings_is_refused_and_overwrite_rebuilds_it(demo, tmp_path, capsys):
+    out, _ = demo
+    argv = ["demo", "--out", str(out), "--quiet", "--n-train", "30", "--n-test", "12", "--preset", "tiny"]
+    assert main(argv) == 2
+    assert f"{out / 'data'} holds a toy world made with other settings (train 40, not 30)" in capsys.readouterr().err
+    folder = tmp_path / "demo"
+    shutil.copytree(out, folder)
+    rebuilt = DemoJob(out=folder, quiet=True, overwrite=True, **{**MICRO, "n_train": 20}).run()
+    assert rebuilt["world"]["train"] == 20 and len((folder / "data" / "train.jsonl").read_text().splitlines()) == 20
+    assert json.loads((folder / "sft" / "rftlab.json").read_text())["examples"] == 20

@@ -2,10 +2,12 @@
 
 import json
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
 
+from rftlab import cells as cells_module
 from rftlab import study
 from rftlab.cli import main
 from rftlab.study import StudyError, build_plan, parse_config, run_study
@@ -201,37 +203,44 @@ def test_gsm8k_files_as_study_data(gsm8k_dir, tmp_path):
                     {"name": "llama-13b", "model": "huggyllama/llama-13b", "loss": 1.73}]  # fmt: skip
     plan = build_plan(parse_config(raw, "gsm8k.yaml"), tmp_path)
     sft = next(c for c in plan.cells.values() if c.kind == "sft" and c.label == "sft-llama-7b-e1-s0")
-    argv = study.command(sft)
-    assert argv[:3] == ["sft", "--model", "huggyllama/llama-7b"]
+    argv = sft.job.argv()
+    assert argv[argv.index("--model") + 1] == "huggyllama/llama-7b"
     assert argv[argv.index("--data") + 1] == str(gsm8k_dir / "train.jsonl")
     assert not any(c.kind == "pretrain" and c.external is None for c in plan.cells.values())
 
 
 def test_a_launcher_runs_training_and_sampling_cells(tmp_path, monkeypatch):
-    import subprocess
     import sys
 
+    Recorded.calls = []
     raw = {**json.loads(json.dumps(MICRO)), "launch": "accelerate launch --num_processes 2"}
     raw["experiments"] = {"k": {"bases": ["a"], "k": [1]}}
     plan = build_plan(parse_config(raw, "micro.yaml"), tmp_path)
-    calls = []
-
-    def record(argv, **_):
-        calls.append(argv)
-        return subprocess.CompletedProcess(argv, 0)
-
-    monkeypatch.setattr(study.subprocess, "run", record)
+    monkeypatch.setattr(cells_module.subprocess, "Popen", Recorded)
     runner = study.CellRunner(subprocesses=True, threads=1, quiet=True)
     by_kind = {}
     for cell in plan.ordered():
         by_kind.setdefault(cell.kind, cell)
     for kind in ("pretrain", "sft", "sample", "eval"):
         runner.run(by_kind[kind])
-    prefixes = [argv[: argv.index("rftlab") + 2] for argv in calls]
+    prefixes = [argv[: argv.index("rftlab") + 2] for argv in Recorded.calls]
     launch = ["accelerate", "launch", "--num_processes", "2", "-m", "rftlab"]
     expected = [[*launch, kind] for kind in ("pretrain", "sft", "sample")] + [[sys.executable, "-m", "rftlab", "eval"]]
     assert prefixes == expected
-    assert all(argv[-1] == "-q" for argv in calls)
+    assert all("--quiet" in argv for argv in Recorded.calls)
+
+
+class Recorded:
+    """A stand-in for subprocess.Popen that records the command and succeeds."""
+
+    calls: typing.ClassVar[list] = []
+
+    def __init__(self, argv, env=None, **_):
+        self.argv, self.env = argv, env
+        Recorded.calls.append(argv)
+
+    def wait(self, timeout=None):
+        return 0
 
 
 def test_bases_bring_their_own_settings_and_launchers(tmp_path):
@@ -246,7 +255,7 @@ def test_bases_bring_their_own_settings_and_launchers(tmp_path):
     assert a.launch[-1] == "ddp.yaml" and b.launch[-1] == "fsdp.yaml"
     assert cells["sft", "rft-b-k1-s0"].launch == b.launch  # RFT trains b's base: b's launcher
     assert cells["sample", "sft-b-e1-s0-k1"].params["dtype"] == "bfloat16"
-    assert "dtype" not in cells["sample", "sft-a-e1-s0-k1"].params
+    assert cells["sample", "sft-a-e1-s0-k1"].params["dtype"] == "float32"  # the hf backend's default, resolved
     assert cells["eval", "rft-b-k1-s0"].params["max_new_tokens"] == 90
     assert cells["eval", "rft-a-k1-s0"].params["max_new_tokens"] == 60
     assert cells["pretrain", "a-s0"].launch == ()  # no launcher named for pre-training
@@ -267,42 +276,42 @@ def test_lora_vllm_and_flag_settings_become_command_options(tmp_path):
     raw["experiments"] = {"k": {"bases": ["a"], "k": [1]}}
     plan = build_plan(parse_config(raw, "micro.yaml"), tmp_path)
     cells = {cell.kind: cell for cell in plan.ordered()}
-    train = study._options(cells["sft"].params)
+    train = cells["sft"].job.argv()
     assert train[train.index("--lora-r") + 1] == "8" and "--gradient-checkpointing" in train
     assert "True" not in train and "False" not in train
-    sample = study._options(cells["sample"].params)
+    sample = cells["sample"].job.argv()
     assert "--enforce-eager" not in sample and sample.count("--stop") == 2
-    args = build_parser().parse_args(["sample", "--model", "m", "--data", "d", "--out", "o", *sample])
+    args = build_parser().parse_args(sample)
     assert (args.backend, args.tensor_parallel_size, args.stop) == ("vllm", 2, ["\n\n", "Question:"])
-    args = build_parser().parse_args(["sft", "--model", "m", "--data", "d", "--out", "o", *train])
+    args = build_parser().parse_args(train)
     assert (args.lora_r, args.lora_targets, args.gradient_checkpointing, args.dtype) == (8, "q_proj,v_proj", True,
                                                                                           "bfloat16")  # fmt: skip
 
 
 def test_parallel_cells_get_a_gpu_each(tmp_path, monkeypatch):
-    import subprocess
     import threading
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     plan = build_plan(config(experiments={"pretraining": {"bases": "all"}}), tmp_path)
     cells = [cell for cell in plan.ordered() if cell.kind == "sft"] * 3
     busy, seen, lock = set(), [], threading.Lock()
 
-    def occupy(argv, env, **_):
-        device = env["CUDA_VISIBLE_DEVICES"]
-        with lock:
-            assert device not in busy  # never two cells on one GPU
-            busy.add(device)
-            seen.append(device)
-        time.sleep(0.05)
-        with lock:
-            busy.remove(device)
-        return subprocess.CompletedProcess(argv, 0)
+    class Occupy(Recorded):
+        def wait(self, timeout=None):
+            device = self.env["CUDA_VISIBLE_DEVICES"]
+            with lock:
+                assert device not in busy  # never two cells on one GPU
+                busy.add(device)
+                seen.append(device)
+            time.sleep(0.05)
+            with lock:
+                busy.remove(device)
+            return 0
 
-    monkeypatch.setattr(study.subprocess, "run", occupy)
-    monkeypatch.setattr(study, "command", lambda cell: ["sft"])
+    monkeypatch.setattr(cells_module.subprocess, "Popen", Occupy)
     runner = study.CellRunner(subprocesses=True, threads=1, quiet=True, devices=("3", "5"))
-    with study.ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(runner.run, cells))
     assert len(seen) == 6 and set(seen) == {"3", "5"}
 

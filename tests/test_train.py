@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -269,3 +270,19 @@ def test_lora_training_resumes_after_a_kill(toy, tmp_path):
     assert np.abs(np.array(facts[0]["losses"]) - np.array(facts[1]["losses"])).max() < 1e-6  # dropout RNG restored
     a, b = (AutoModelForCausalLM.from_pretrained(folder).state_dict() for folder in (straight, killed))
     assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
+
+
+def test_sft_knows_its_base_by_its_weights_and_refuses_a_base_retrained_in_place(toy, tmp_path):
+    base, data = toy
+    folder = tmp_path / "base"
+    shutil.copytree(base, folder)
+    recipe = recipe_with("toy-sft", epochs=1.0, global_batch=8, device_batch=8)
+    first = sft(str(folder), data, tmp_path / "out", recipe=recipe)
+    assert first["settings"]["base_weights"].startswith("sha256:")
+    assert sft(str(folder), data, tmp_path / "out", recipe=recipe)["train_seconds"] == first["train_seconds"]  # reused
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.01)  # retrained in place: the same path, other weights
+    model.save_pretrained(folder)
+    with pytest.raises(FileExistsError, match=r"other settings \(base_weights differ"):
+        sft(str(folder), data, tmp_path / "out", recipe=recipe)

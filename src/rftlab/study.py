@@ -12,6 +12,9 @@ fits, plots and findings (rftlab.report).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shlex
 import sys
@@ -36,6 +39,7 @@ PLACEHOLDER = Path("<cell>")
 """Where a job's outputs go until the plan names its cell's folder."""
 FAMILIES = ("pretraining", "data", "k", "union")
 EPOCH_RULES = ("both", "fixed", "scaled")
+
 
 class StudyError(ValueError):
     """A study that cannot be planned (bad configuration) or whose cell failed."""

@@ -26,6 +26,7 @@ from rftlab.models import (
     char_tokenizer,
     count_parameters,
     encode_prompt,
+    model_fingerprint,
     new_toy_model,
     read_metadata,
     write_metadata,
@@ -327,7 +328,11 @@ def _finished(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str,
     if overwrite or not metadata:
         return None
     if metadata.get("settings") != settings:
-        raise FileExistsError(f"{out} holds a model trained with other settings; pass --overwrite to replace it")
+        recorded = metadata.get("settings") or {}
+        differ = sorted(key for key in {*recorded, *settings} if recorded.get(key) != settings.get(key))
+        raise FileExistsError(f"{out} holds a model trained with other settings ({', '.join(differ)} differ: "
+                              "base_weights, the base model's weights; data, the training file's bytes); pass "
+                              "--overwrite to replace it")  # fmt: skip
     return metadata if metadata.get("complete") else None
 
 
@@ -406,6 +411,7 @@ def sft(
     settings = {
         "stage": "sft",
         "model": str(model_name),
+        "base_weights": model_fingerprint(model_name),
         "recipe": recipe.identity(),
         "seed": seed,
         "data": _sha256(data),

@@ -260,9 +260,8 @@ def _typed(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
         items = value if isinstance(value, list) else [value]
         inner = typing.get_args(kind)[0]
         return tuple(_scalar(inner, item, where) for item in items)
-    if choices := f.metadata.get("choices"):
-        if value not in choices:
-            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+    if (choices := f.metadata.get("choices")) and value not in choices:
+        raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
     return _scalar(kind, value, where)
 
 

@@ -30,7 +30,8 @@ class PretrainJob(TrainingOptions):
     def run(self) -> dict[str, Any]:
         from rftlab.train import pretrain
 
-        return pretrain(self.corpus, self.out, preset=self.preset, recipe=self.make_recipe("toy-pretrain"), seed=self.seed,
+        recipe = self.make_recipe("toy-pretrain")
+        return pretrain(self.corpus, self.out, preset=self.preset, recipe=recipe, seed=self.seed,
                         overwrite=self.overwrite, show_progress=self.progress())  # fmt: skip
 
     def message(self, result: dict[str, Any]) -> str | None:

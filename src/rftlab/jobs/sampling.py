@@ -42,6 +42,8 @@ class SamplingOptions(Job):
     quiet: bool = option(False, "no progress bar", kind=RUNTIME, short="-q")
 
     def __post_init__(self) -> None:
+        if self.enforce_eager is False:  # the engine's default; a flag can only say "on"
+            object.__setattr__(self, "enforce_eager", None)
         spec = REGISTRY.get(self.backend)
         if spec is None:
             raise ValueError(f"--backend: unknown backend {self.backend!r}; choose one of {', '.join(REGISTRY)}")

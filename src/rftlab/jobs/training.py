@@ -22,13 +22,17 @@ class TrainingOptions(Job):
     save_every: int | None = option(None, "optimiser steps between resumable checkpoints")
     log_every: int | None = option(None, "optimiser steps between logged losses")
     gradient_checkpointing: bool | None = option(
-        None, "recompute activations in the backward pass: less memory (for 7B+ models), same result; under FSDP, "
-        "fsdp_activation_checkpointing in the accelerate config does it without a redundant all-gather")
+        None,
+        "recompute activations in the backward pass: less memory (for 7B+ models), same result; under FSDP, "
+        "fsdp_activation_checkpointing in the accelerate config does it without a redundant all-gather",
+    )
     seed: int = option(0, "seed of initialisation and data order")
     overwrite: bool = option(False, "train from scratch, replacing what OUT holds", kind=RUNTIME)
     quiet: bool = option(False, "no progress bar", kind=RUNTIME, short="-q")
 
     def __post_init__(self) -> None:
+        if self.gradient_checkpointing is False:  # the recipes' default; a flag can only say "on"
+            object.__setattr__(self, "gradient_checkpointing", None)
         if self.tokens is not None and self.epochs is not None:
             raise ValueError("give --tokens or --epochs, not both")
 
