@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import save_tiny_checkpoint
 
+from conftest import save_tiny_checkpoint
 from rftlab import cells
 from rftlab.study import build_plan, parse_config
 from test_study import MICRO
@@ -123,7 +123,7 @@ def test_ctrl_c_stops_a_study_within_seconds_and_a_rerun_resumes(tmp_path):
     start = time.perf_counter()
     status = child.wait(timeout=30)
     assert status == 130 and time.perf_counter() - start < 5
-    rerun = subprocess.run(argv + ["--quiet"], capture_output=True, text=True, check=True)
+    rerun = subprocess.run([*argv, "--quiet"], capture_output=True, text=True, check=True)
     assert "4 models" not in rerun.stdout and "cells run now" in rerun.stdout
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["cells"]["total"] == 4 and results["cells"]["ran"] == 3  # the world was made before the stop

@@ -26,7 +26,7 @@ EXAMPLES = [
         stop=("\n\n", "Q:"),
         enforce_eager=False,
         tensor_parallel_size=2,
-    ),  # fmt: skip
+    ),
     RejectJob(samples=(Path("a.jsonl"), Path("b.jsonl")), train=Path("t"), out=Path("r"), first_k=2, no_dedup=True),
     EvalJob(samples=(Path("a.jsonl"), Path("b.jsonl")), data=Path("t"), out=Path("e.json"), k=2),
     EvalJob(model="m", data=Path("t"), out=Path("e.json"), shots=8, shots_from=Path("train.jsonl")),
