@@ -112,7 +112,7 @@ def _config_problem(config: Any) -> str | None:
 
 
 def supports(model: PreTrainedModel) -> bool:
-    """Layout and allow-list only (no logits check): prefer `exact_decoder`."""
+    """Layout and allow-list only, without the logits check: for callers not yet on `exact_decoder`."""
     return _layout_problem(model) is None and _config_problem(model.config) is None
 
 
@@ -365,6 +365,8 @@ def generate_with_keys(
         StoppingCriteriaList,
     )
 
+    if max_new_tokens <= 0:
+        return [[] for _ in prompts]
     device = model.device
     rows, longest = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((rows, longest), pad_token_id, dtype=torch.long, device=device)
