@@ -7,7 +7,7 @@ settings, the keys of its inputs, and the source of the rftlab modules and libra
 So a second run recomputes nothing, an interrupted run resumes (training from its last checkpoint,
 sampling from its last batch), and changing one setting reruns only the cells that depend on it.
 When every cell is done, `results.json` gathers the evaluations and `report.md` / `report.html` show
-fits, plots and findings (rftlab.report).
+fits, plots and findings (rftlab.experiments: one module per experiment family; rftlab.report).
 """
 
 from __future__ import annotations
