@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rftlab.findings import (
-    CONTRADICTED,
-    NOT_TESTED,
-    PARTLY,
-    SUPPORTED,
-    TOO_FEW,
-    analyse_study,
-)
+from rftlab.experiments import analyse_study
+from rftlab.experiments.analysis import CONTRADICTED, NOT_TESTED, PARTLY, SUPPORTED, TOO_FEW
 from rftlab.report import write_study_report
 
 PROBLEMS = 400
@@ -513,3 +507,61 @@ def test_report_module_imports_without_numpy_or_matplotlib():
     src = Path(__file__).resolve().parents[1] / "src"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=src)
     assert output.stdout.strip() == "False"
+
+
+def test_the_analysis_is_the_same_as_before_the_families_were_modules(full):
+    """tests/data/study-analysis-full.json: analysis.json of `full_study()` from rftlab.findings (commit d26c132)."""
+    expected = json.loads((Path(__file__).parent / "data" / "study-analysis-full.json").read_text())
+    assert full == expected
+
+
+def planned_results(seeds: list[int]) -> dict:
+    """results.json of a planned (not run) study with made-up scores: every run as the planner records it."""
+    from rftlab.study import build_plan, parse_config
+
+    raw = {
+        "name": "planned",
+        "seeds": seeds,
+        "data": {"toyworld": {"n_train": 40, "n_test": 20}},
+        "bases": [{"name": name, "preset": "xs", "pretrain_tokens": 1000 * (i + 1)} for i, name in enumerate("abc")],
+        "train": {"epochs": 2},
+        "experiments": {
+            "pretraining": {"bases": "all"},
+            "data": {"bases": ["b"], "fractions": ["1/4", "1/2", 1], "epochs": "both"},
+            "k": {"bases": ["b"], "k": [1, 2, 4], "no_dedup": [2], "canonical": [2], "equal_tokens": [2]},
+            "union": [{"name": "U2", "sources": ["a", "b"], "k": 2, "targets": ["a"]},
+                      {"name": "U3", "sources": "all", "k": 4, "targets": ["a", "b"]}],
+        },
+    }  # fmt: skip
+    config = parse_config(raw)
+    plan = build_plan(config, Path("cells"))
+    runs = []
+    for number, run in enumerate(plan.runs.values()):
+        record = {key: value for key, value in run.items() if key not in ("cells", "selection")}
+        accuracy = 5 * (number % 17) + 10 * run["seed"]
+        distinct = {"problems": 40, "distinct_per_problem": 1 + number % 5} if run["stage"] == "rft" else None
+        runs.append({**record, "examples": 40 + number, "tokens": 1000 + number, "rft_data": distinct,
+                     "maj1@1": accuracy, "correct": correct(accuracy)})  # fmt: skip
+    bases = [{"name": name, "parameters": 10**6 * (3 - i), "loss": 0.5 - 0.1 * i} for i, name in enumerate("abc")]
+    return {"name": "planned", "seeds": seeds, "bases": bases, "runs": runs, "experiments": config.experiments}
+
+
+def test_runs_carry_their_roles_and_the_analysis_selects_by_them_as_it_does_older_runs_by_their_fields():
+    results = planned_results([0, 1])
+    runs = {run["name"]: run for run in results["runs"]}
+    assert {role["family"] for role in runs["sft-b-e2-s0"]["roles"]} == {"pretraining", "data", "k", "union"}
+    assert {role["family"] for role in runs["sft-b-e2-s0"]["roles"]} == set(runs["sft-b-e2-s0"]["families"])
+    (scaled,) = runs["sft-b-f1_4-e8-s1"]["roles"]
+    assert (scaled["family"], scaled["variant"], scaled["fraction"], scaled["epochs"], scaled["rule"]) == (
+        "data", "sft", 0.25, 8, "scaled")  # fmt: skip
+    assert [role["variant"] for role in runs["rft-b-k2-eqtokens-s0"]["roles"]] == ["equal tokens"]
+    assert [(role["family"], role["variant"], role["union"]) for role in runs["rft-a-U3-k4-s0"]["roles"]] == [
+        ("union", "union", "U3")]  # fmt: skip
+    own = {(role["family"], role["variant"], role["k"]) for role in runs["rft-b-k4-s0"]["roles"]}
+    assert own == {("k", "rft", 4), ("union", "rft", 4)}
+    analysis = analyse_study(results)
+    assert analysis["k"]["tested"] and analysis["union"]["tested"] and analysis["data"]["tested"]
+    assert [u["name"] for u in analysis["union"]["unions"]] == ["U2", "U3"]
+    for run in results["runs"]:
+        del run["roles"]
+    assert analyse_study(results) == analysis

@@ -221,10 +221,13 @@ class Plan:
         )
 
     def report(self, model: Cell, evaluation: Cell, family: str, record: dict[str, Any]) -> None:
-        """Registers an evaluated model for results.json (a model used by several experiments appears once)."""
-        run = self.runs.setdefault(evaluation.key, {**record, "families": [], "cells": (model, evaluation)})
+        """Registers an evaluated model for results.json (a model used by several experiments appears once, with
+        each one's role)."""
+        fresh = {**record, "families": [], "roles": [], "cells": (model, evaluation)}
+        run = self.runs.setdefault(evaluation.key, fresh)
         if family not in run["families"]:
             run["families"].append(family)
+        run["roles"] += [role for role in record.get("roles", []) if role not in run["roles"]]
 
     def ordered(self) -> list[Cell]:
         """Cells with work to do or done, inputs before the cells that use them (external ones left out)."""

@@ -7,7 +7,7 @@ settings, the keys of its inputs, and the source of the rftlab modules and libra
 So a second run recomputes nothing, an interrupted run resumes (training from its last checkpoint,
 sampling from its last batch), and changing one setting reruns only the cells that depend on it.
 When every cell is done, `results.json` gathers the evaluations and `report.md` / `report.html` show
-fits, plots and findings (rftlab.report).
+fits, plots and findings (rftlab.experiments: one module per experiment family; rftlab.report).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +24,11 @@ from typing import Any
 
 from rftlab.cells import CELL_FILE, Cell, CellError, CellRunner, Plan, command_line, run_cells
 from rftlab.data import read_json, read_problems, write_json
+from rftlab.experiments import parse_experiments, plan_experiments
+from rftlab.experiments.base import StudyError
+from rftlab.experiments.base import as_list as _list
+from rftlab.experiments.base import known_keys as _known_keys
+from rftlab.experiments.base import mapping as _mapping
 from rftlab.jobs.base import check_settings, setting_names
 from rftlab.jobs.eval import EvalJob
 from rftlab.jobs.pretrain import PretrainJob
@@ -37,12 +41,6 @@ from rftlab.jobs.world import WorldJob
 RESULTS_FORMAT = "rftlab.study-results/1"
 PLACEHOLDER = Path("<cell>")
 """Where a job's outputs go until the plan names its cell's folder."""
-FAMILIES = ("pretraining", "data", "k", "union")
-EPOCH_RULES = ("both", "fixed", "scaled")
-
-
-class StudyError(ValueError):
-    """A study that cannot be planned (bad configuration) or whose cell failed."""
 
 
 # Configuration ----------------------------------------------------------------------------------
@@ -99,12 +97,6 @@ _SECTIONS: dict[str, tuple[type, set[str]]] = {
 }
 """Each settings section's job, and the fields the study sets itself (the rest a study file may set)."""
 _PROBE = {"model": "model", "data": Path("data"), "out": Path("out"), "corpus": Path("corpus")}
-_FAMILY_KEYS = {
-    "pretraining": {"bases"},
-    "data": {"bases", "fractions", "epochs"},
-    "k": {"bases", "k", "no_dedup", "canonical", "equal_tokens"},
-    "union": {"name", "sources", "targets", "k"},
-}
 
 
 def load_config(path: Path) -> StudyConfig:
@@ -146,33 +138,8 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
         source=source,
         **options,
     )
-    experiments = _mapping(mapping.get("experiments"), f"{where}: experiments")
-    _known_keys(experiments, set(FAMILIES), f"{where}: experiments")
-    parsed: dict[str, Any] = {name: _family(name, _mapping(spec, f"{where}: experiments: {name}"), config)
-                              for name, spec in experiments.items() if name != "union"}  # fmt: skip
-    if "union" in experiments:
-        parsed["union"] = _unions(experiments["union"], config)
-    if not parsed:
-        raise StudyError(f"{where}: experiments: name at least one of {', '.join(FAMILIES)}")
+    parsed = parse_experiments(mapping.get("experiments"), config)
     return StudyConfig(**{**config.__dict__, "experiments": parsed})
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise StudyError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise StudyError(f"{where}: expected a list, got {type(value).__name__}")
-    return value
-
-
-def _known_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(mapping) - allowed)
-    if unknown:
-        raise StudyError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
 
 
 def _launch(value: Any, where: str) -> dict[str, tuple[str, ...]]:
@@ -242,81 +209,6 @@ def _data(value: Any, where: str, folder: Path) -> dict[str, Any]:
     if "train" not in spec or "test" not in spec:
         raise StudyError(f"{where}: give toyworld settings, or train and test problem files")
     return {split: str((folder / str(spec[split])).resolve()) for split in ("train", "test")}
-
-
-def _names(value: Any, config: StudyConfig, where: str) -> list[str]:
-    if value in (None, "all"):
-        return [base.name for base in config.bases]
-    names = [str(name) for name in _list(value, where)]
-    for name in names:
-        config.base(name)
-    return names
-
-
-def _ks(value: Any, where: str) -> list[int]:
-    ks = [int(k) for k in _list(value if value is not None else [], where)]
-    if any(k < 1 for k in ks):
-        raise StudyError(f"{where}: k values must be at least 1")
-    return sorted(set(ks))
-
-
-def _family(name: str, spec: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
-    where = f"{config.source}: experiments: {name}"
-    _known_keys(spec, _FAMILY_KEYS[name], where)
-    if name == "pretraining":
-        return {"bases": _names(spec.get("bases"), config, where)}
-    if name == "data":
-        fractions = sorted({_fraction(f, where) for f in _list(spec.get("fractions"), f"{where}: fractions")})
-        rule = spec.get("epochs", "both")
-        if rule not in EPOCH_RULES:
-            raise StudyError(f"{where}: epochs must be one of {', '.join(EPOCH_RULES)}")
-        if config.train.get("epochs") is None and rule != "fixed":
-            raise StudyError(f"{where}: the epoch rule needs train: epochs")
-        return {"bases": _names(spec.get("bases"), config, where), "fractions": fractions, "epochs": rule}
-    if name == "k":
-        ks = _ks(spec.get("k"), f"{where}: k")
-        extras = {key: _ks(spec.get(key), f"{where}: {key}") for key in ("no_dedup", "canonical", "equal_tokens")}
-        if not ks and not any(extras.values()):
-            raise StudyError(f"{where}: k: give at least one k")
-        if extras["canonical"] and "toyworld" not in config.data:
-            raise StudyError(f"{where}: canonical: the canonical-world ablation needs the toy world")
-        return {"bases": _names(spec.get("bases"), config, where), "k": ks, **extras}
-    raise StudyError(f"{where}: unknown experiment")
-
-
-def _unions(value: Any, config: StudyConfig) -> list[dict[str, Any]]:
-    """One union (a mapping) or several (a list, e.g. U13B and U33B), each with a unique name."""
-    where = f"{config.source}: experiments: union"
-    specs = value if isinstance(value, list) else [value]
-    unions = [_union(_mapping(spec, f"{where}[{i}]"), config, f"{where}[{i}]") for i, spec in enumerate(specs)]
-    names = [union["name"] for union in unions]
-    if len(set(names)) != len(names):
-        raise StudyError(f"{where}: several unions need distinct names")
-    return unions
-
-
-def _union(spec: dict[str, Any], config: StudyConfig, where: str) -> dict[str, Any]:
-    _known_keys(spec, _FAMILY_KEYS["union"], where)
-    k = int(spec.get("k", 0))
-    if k < 1:
-        raise StudyError(f"{where}: k: give the paths sampled per question from each source (at least 1)")
-    sources = _names(spec.get("sources"), config, where)
-    if len(sources) < 2:
-        raise StudyError(f"{where}: sources: a union pools at least two models")
-    name = str(spec.get("name", "union"))
-    if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
-        raise StudyError(f"{where}: name: letters, digits, '_' and '.' only")
-    return {"name": name, "sources": sources, "targets": _names(spec.get("targets"), config, where), "k": k}
-
-
-def _fraction(value: Any, where: str) -> float:
-    try:
-        fraction = float(Fraction(str(value)))
-    except (ValueError, ZeroDivisionError):
-        raise StudyError(f"{where}: fractions: {value!r} is not a number or a ratio like 1/8") from None
-    if not 0 < fraction <= 1:
-        raise StudyError(f"{where}: fractions: {value!r} is not in (0, 1]")
-    return fraction
 
 
 # Planning ---------------------------------------------------------------------------------------
@@ -428,104 +320,6 @@ class Planner:
         evaluation = self.plan.add("eval", model.label, job, {"model": model, "data": world})
         self.plan.report(model, evaluation, family, {**record, "seed": self.seed, "name": model.label})
 
-    # experiments
-
-    def plan_all(self) -> None:
-        experiments = self.config.experiments
-        for base in experiments.get("pretraining", {}).get("bases", []):
-            self.evaluate(self.sft(base), "pretraining", _sft_record(base, 1.0, self.epochs))
-        if "data" in experiments:
-            self.plan_data(experiments["data"])
-        requests = self._sample_requests()
-        for (base, canonical), k in requests.items():
-            self.request_samples(self.sft(base, canonical=canonical), k)
-        if "k" in experiments:
-            self.plan_k(experiments["k"])
-        for union in experiments.get("union", []):
-            self.plan_union(union)
-
-    def plan_data(self, spec: dict[str, Any]) -> None:
-        for base in spec["bases"]:
-            for fraction in spec["fractions"]:
-                for epochs in _epoch_choices(self.epochs, fraction, spec["epochs"]):
-                    model = self.sft(base, fraction, epochs)
-                    self.evaluate(model, "data", _sft_record(base, fraction, epochs))
-
-    def _sample_requests(self) -> dict[tuple[str, bool], int]:
-        requests: dict[tuple[str, bool], int] = {}
-        k_spec, union = self.config.experiments.get("k"), self.config.experiments.get("union")
-        if k_spec:
-            for base in k_spec["bases"]:
-                ks = k_spec["k"] + k_spec["no_dedup"] + k_spec["equal_tokens"]
-                if ks:
-                    requests[(base, False)] = max(ks)
-                if k_spec["canonical"]:
-                    requests[(base, True)] = max(k_spec["canonical"])
-        for spec in union or []:
-            for base in {*spec["sources"], *spec["targets"]}:
-                requests[(base, False)] = max(requests.get((base, False), 0), spec["k"])
-        return requests
-
-    def own_rft(
-        self, base: str, k: int, dedup: bool = True, canonical: bool = False, equal_tokens: bool = False
-    ) -> tuple[Cell, dict[str, Any]]:
-        """RFT from the base on the first k paths of its own SFT model (in the given world, with a budget)."""
-        world, tuned = self.world(canonical), self.sft(base, canonical=canonical)
-        samples = self.samples(tuned, base, world)
-        variant = _label("canonical" if canonical else "", "" if dedup else "nodedup")
-        selection = self.rejection([samples], world, k, dedup, _label(base, f"k{k}", variant, f"s{self.seed}"))
-        label = _label(base, f"k{k}", variant, "eqtokens" if equal_tokens else "")
-        model = self.rft(base, selection, label, tuned if equal_tokens else None)
-        record = _rft_record(base, k, dedup, [base], selection, "tokens" if equal_tokens else "epochs", self.epochs)
-        return model, {**record, "world": "canonical" if canonical else "default"}
-
-    def plan_k(self, spec: dict[str, Any]) -> None:
-        for base in spec["bases"]:
-            self.evaluate(self.sft(base), "k", _sft_record(base, 1.0, self.epochs))
-            variants = [(k, True, False, False) for k in spec["k"]]
-            variants += [(k, False, False, False) for k in spec["no_dedup"]]
-            variants += [(k, True, True, False) for k in spec["canonical"]]
-            variants += [(k, True, False, True) for k in spec["equal_tokens"]]
-            for k, dedup, canonical, equal_tokens in variants:
-                model, record = self.own_rft(base, k, dedup, canonical, equal_tokens)
-                self.evaluate(model, "k", record)
-            if spec["canonical"]:
-                canonical_sft = self.sft(base, canonical=True)
-                self.evaluate(canonical_sft, "k", {**_sft_record(base, 1.0, self.epochs), "world": "canonical"})
-
-    def plan_union(self, spec: dict[str, Any]) -> None:
-        k, world, name = spec["k"], self.world(), spec["name"]
-        pooled = [self.samples(self.sft(source), source, world) for source in spec["sources"]]
-        selection = self.rejection(pooled, world, k, True, _label(name, *spec["sources"], f"k{k}", f"s{self.seed}"))
-        for base in spec["targets"]:
-            self.evaluate(self.sft(base), "union", _sft_record(base, 1.0, self.epochs))
-            model, record = self.own_rft(base, k)
-            self.evaluate(model, "union", record)
-            union_model = self.rft(base, selection, _label(base, name, f"k{k}"))
-            record = _rft_record(base, k, True, spec["sources"], selection, "epochs", self.epochs)
-            self.evaluate(union_model, "union", {**record, "union": name})
-
-
-def _epoch_choices(epochs: float | None, fraction: float, rule: str) -> list[float | None]:
-    """The paper's epoch search for a data fraction: E epochs, E/fraction epochs, or both."""
-    if fraction == 1 or epochs is None:
-        return [epochs]
-    scaled = round(epochs / fraction, 6)
-    return {"fixed": [epochs], "scaled": [scaled], "both": [epochs, scaled]}[rule]
-
-
-def _sft_record(base: str, fraction: float, epochs: float | None) -> dict[str, Any]:
-    return {"stage": "sft", "base": base, "world": "default", "fraction": fraction, "epochs": epochs,
-            "budget": "epochs" if epochs else "tokens", "k": None, "dedup": None, "sources": [],
-            "union": None}  # fmt: skip
-
-
-def _rft_record(base: str, k: int, dedup: bool, sources: list[str], selection: Cell, budget: str,
-                epochs: float | None) -> dict[str, Any]:  # fmt: skip
-    return {"stage": "rft", "base": base, "world": "default", "fraction": 1.0,
-            "epochs": epochs if budget == "epochs" else None, "budget": budget, "k": k, "dedup": dedup,
-            "sources": sources, "union": None, "selection": selection}  # fmt: skip
-
 
 def _file_digest(path: Path) -> str:
     try:
@@ -539,7 +333,7 @@ def build_plan(config: StudyConfig, cache: Path) -> Plan:
     plan = Plan(cache)
     try:
         for seed in config.seeds:
-            Planner(config, plan, seed).plan_all()
+            plan_experiments(Planner(config, plan, seed))
     except StudyError:
         raise
     except ValueError as error:  # settings that each section allows but that a base's overrides make conflict
