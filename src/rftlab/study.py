@@ -120,7 +120,8 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
     options = {section: _section(section, mapping.get(section), f"{where}: {section}") for section in _SECTIONS}
     if not options["eval"].get("k"):
         options["eval"].pop("k", None)  # greedy only
-    bases = tuple(_base(entry, f"{where}: bases[{i}]") for i, entry in enumerate(_list(mapping.get("bases"), where)))
+    entries = enumerate(_list(mapping.get("bases"), where))
+    bases = tuple(_base(entry, f"{where}: bases[{i}]", options) for i, entry in entries)
     if not bases:
         raise StudyError(f"{where}: bases: at least one base model is needed")
     names = [base.name for base in bases]
@@ -153,20 +154,17 @@ def _launch(value: Any, where: str) -> dict[str, tuple[str, ...]]:
             for kind, prefix in value.items() if prefix}  # fmt: skip
 
 
-def _overrides(spec: dict[str, Any], section: str, where: str) -> dict[str, Any]:
-    return _section(section, spec.get(section), f"{where}: {section}")
-
-
-def _section(section: str, value: Any, where: str) -> dict[str, Any]:
+def _section(section: str, value: Any, where: str, over: dict[str, Any] | None = None) -> dict[str, Any]:
     """A settings section checked against its job's fields: known keys, values of the right type, and values
-    the job accepts (each is tried on a job of these settings alone)."""
+    the job accepts (tried on a job of these settings, over the study's section `over` for a base's own)."""
     job, fixed = _SECTIONS[section]
     spec = _mapping(value or {}, where)
     _known_keys(spec, setting_names(job) - fixed, where)
-    return _checked(job, spec, where)
+    return _checked(job, spec, where, **(over or {}))
 
 
 def _checked(job: type, spec: dict[str, Any], where: str, **probe: Any) -> dict[str, Any]:
+    """The settings typed by the job's fields and tried on a job (with `probe`'s fields under them)."""
     try:
         settings = check_settings(job, spec, where)
         inputs = {name: value for name, value in _PROBE.items() if name in job.__dataclass_fields__}
@@ -176,7 +174,7 @@ def _checked(job: type, spec: dict[str, Any], where: str, **probe: Any) -> dict[
     return settings
 
 
-def _base(entry: Any, where: str) -> Base:
+def _base(entry: Any, where: str, study: dict[str, dict[str, Any]]) -> Base:
     spec = _mapping(entry, where)
     _known_keys(spec, {"name", "preset", "pretrain_tokens", "model", "loss", "parameters", "train", "sample", "eval",
                        "launch"}, where)  # fmt: skip
@@ -193,7 +191,8 @@ def _base(entry: Any, where: str) -> Base:
         model=spec.get("model"),
         loss=float(spec["loss"]) if spec.get("loss") is not None else None,
         parameters=int(float(spec["parameters"])) if spec.get("parameters") is not None else None,
-        **{section: _overrides(spec, section, where) for section in ("train", "sample", "eval")},
+        **{section: _section(section, spec.get(section), f"{where}: {section}", study[section])
+           for section in ("train", "sample", "eval")},
         launch=_launch(spec.get("launch"), f"{where}: launch"),
     )
 
