@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rftlab import study
 from rftlab.study import build_plan, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +58,11 @@ def test_the_paper_hyperparameters_reach_the_commands(paper):
     _, plan = paper
     cells = {(cell.kind, cell.label): cell for cell in plan.ordered()}
     sft = cells["sft", "sft-llama-7b-e3-s0"]
-    argv = study.command(sft)
+    argv = sft.job.argv()
     options = dict(zip(argv[1::2], argv[2::2], strict=False))
     assert options["--model"] == "huggyllama/llama-7b"
     assert {options[key] for key in ("--epochs", "--batch-size", "--lr", "--template", "--max-length")} == {
-        "3", "128", "2e-05", "alpaca", "512"}  # fmt: skip
+        "3.0", "128", "2e-05", "alpaca", "512"}  # fmt: skip
     assert options["--device-batch"] == "4" and sft.launch[-3:] == ("configs/accelerate/fsdp.yaml", "--num_processes",
                                                                     "8")  # fmt: skip
     big = cells["sft", "sft-llama-33b-e3-s0"]
