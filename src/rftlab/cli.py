@@ -30,9 +30,8 @@ def _sample(args: argparse.Namespace) -> int:
         template=_template(args),
         batch_size=_batch_size(args),
     )
-    run_sampling(args.model, args.data, args.out, settings, label=args.label, dtype=args.dtype,
-                 show_progress=False if args.quiet or not _main_process() else None, backend=args.backend,
-                 engine=_engine(args), data_parallel=args.data_parallel_size, shard=args.shard)  # fmt: skip
+    run_sampling(args.model, args.data, args.out, settings, _backend(args), label=args.label, shard=args.shard,
+                 show_progress=False if args.quiet or not _main_process() else None)  # fmt: skip
     if args.shard:
         index, shards = args.shard
         print(f"{shard_path(args.out, index, shards)}: shard {index} of {shards}, {args.k} path(s) per problem; "
@@ -42,18 +41,15 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-BATCH_SIZES = {"hf": 256, "vllm": 4096}
-ENGINE_OPTIONS = ("tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization", "max_model_len",
-                  "distributed_executor_backend", "enforce_eager", "stop")  # fmt: skip
-
-
 def _batch_size(args: argparse.Namespace) -> int:
-    return args.batch_size or BATCH_SIZES[args.backend]
+    from rftlab.backends.base import REGISTRY
+
+    return args.batch_size or REGISTRY[args.backend].default_batch_size
 
 
 def _engine(args: argparse.Namespace):
     """The vLLM engine settings of the command line (None with the hf backend, which takes none)."""
-    from rftlab.sample import EngineSettings
+    from rftlab.backends.base import ENGINE_OPTIONS, EngineSettings
 
     given = {name: getattr(args, name) for name in ENGINE_OPTIONS if getattr(args, name) is not None}
     if args.backend != "vllm":
@@ -61,6 +57,13 @@ def _engine(args: argparse.Namespace):
             raise ValueError(f"--{next(iter(given)).replace('_', '-')} is an option of --backend vllm")
         return None
     return EngineSettings(**{**given, "stop": tuple(args.stop or ())})
+
+
+def _backend(args: argparse.Namespace):
+    """The backend settings of the command line."""
+    from rftlab.backends.base import BackendSettings
+
+    return BackendSettings(args.backend, args.dtype, _engine(args), args.data_parallel_size)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -140,8 +143,7 @@ def _eval(args: argparse.Namespace) -> int:
             extractor=args.extractor, show_progress=False if args.quiet else None,
             sampling={"top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "template": _template(args),
                       "batch_size": _batch_size(args)},
-            shots=args.shots, shots_from=args.shots_from or _train_beside(args.data), dtype=args.dtype,
-            backend=args.backend, engine=_engine(args), data_parallel=args.data_parallel_size,
+            shots=args.shots, shots_from=args.shots_from or _train_beside(args.data), backend=_backend(args),
         )  # fmt: skip
     print(summary_table(summary))
     return 0

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rftlab.answers import DEFAULT_EXTRACTOR, get_extractor, parse_number, same_number
+from rftlab.backends.base import BackendSettings
 from rftlab.data import DataError, Problem, iter_samples, read_problems, write_json, write_jsonl
 
 if TYPE_CHECKING:
-    from rftlab.sample import EngineSettings
+    from rftlab.backends.base import Backend
 
 EVAL_FORMAT = "rftlab.eval/1"
 PREDICTIONS_SUFFIX = ".predictions.jsonl"
@@ -306,30 +307,26 @@ def evaluate_model(
     sampling: dict[str, Any] | None = None,
     shots: int = 0,
     shots_from: str | os.PathLike[str] | None = None,
+    backend: BackendSettings = BackendSettings(),
     show_progress: bool | None = None,
-    dtype: str | None = None,
-    backend: str = "hf",
-    engine: EngineSettings | None = None,
-    data_parallel: int = 1,
-    make_backend: Callable[[str, str, str], Any] | None = None,
+    make_backend: Callable[[str, str, str], Backend] | None = None,
 ) -> dict[str, Any]:
     """`rftlab eval --model`: greedy maj1@1 and, with k, maj1@k and pass@k from k samples at `temperature`.
 
     The paths go beside `out` (EVAL.greedy.jsonl, EVAL.samples.jsonl) through the sampler, so an
     interrupted evaluation resumes; `sampling` passes further SamplingSettings fields (batch size, template).
-    `make_backend(model, dtype, device)` loads the model (default `sample.load_backend`), once for both runs.
-    With `shots`, the first `shots` problems of `shots_from` (a train file) are shown before every
-    question as solved examples: in-context learning, the paper's ICL rows. `dtype`, `backend`, `engine`
-    and `data_parallel` are `run_sampling`'s.
+    `make_backend(model, dtype, device)` loads the model (default `backends.base.load_backend` with `backend`),
+    once for both runs. With `shots`, the first `shots` problems of `shots_from` (a train file) are shown
+    before every question as solved examples: in-context learning, the paper's ICL rows.
     """
-    from rftlab.sample import SamplingSettings, load_backend, run_sampling
+    from rftlab.backends.base import SamplingSettings, backend_factory
+    from rftlab.sample import run_sampling
 
     out, problems = Path(out), read_problems(data)
-    loaded = functools.cache(make_backend or functools.partial(load_backend, backend=backend, engine=engine, seed=seed))
+    loaded = functools.cache(make_backend or backend_factory(backend, seed))
     sample = functools.partial(  # the greedy and the sampled run share one loaded model
-        run_sampling, model, Path(data), dtype=dtype, show_progress=show_progress, backend=backend, engine=engine,
-        data_parallel=data_parallel, make_backend=loaded,
-    )  # fmt: skip
+        run_sampling, model, Path(data), backend=backend, show_progress=show_progress, make_backend=loaded
+    )
     extra = {**(sampling or {}), "shots": demonstrations(shots, shots_from)}
     greedy_file = out.with_suffix(".greedy.jsonl")
     sample(greedy_file, SamplingSettings(k=1, temperature=0.0, seed=seed, **extra))

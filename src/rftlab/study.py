@@ -43,7 +43,7 @@ EPOCH_RULES = ("both", "fixed", "scaled")
 
 # The rftlab modules (and libraries) whose code decides each kind of cell's outputs.
 _STAGE_MODULES = ("train", "models", "data")
-_DECODING_MODULES = ("sample", "sample_vllm", "decoding", "models", "data")
+_DECODING_MODULES = ("sample", "backends/base", "backends/hf", "backends/vllm", "decoding", "models", "data")
 CODE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "world": (("toyworld", "data"), ()),
     "subset": (("data",), ()),
