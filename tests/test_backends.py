@@ -1,5 +1,5 @@
 """The backend interface: settings, registry, token ids in and out, the run around them (encode, decode, cut),
-and the import graph."""
+the atomic merge, and the import graph."""
 
 import ast
 import json
@@ -21,8 +21,9 @@ from rftlab.backends.base import (
     row_key,
 )
 from rftlab.backends.hf import HFBackend
+from rftlab.data import read_problems
 from rftlab.models import char_tokenizer, encode_prompt
-from rftlab.sample import run_sampling
+from rftlab.sample import _merge_shards, run_sampling, shard_path
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "rftlab"
 
@@ -79,6 +80,31 @@ def test_without_stop_strings_paths_are_cut_after_the_answer_line(tmp_path):
     run_sampling("m", data, out, SamplingSettings(), make_backend=lambda *_: FakeBackend())
     key = row_key(0, "0", 0)
     assert records(out)[0]["response"] == f"p{key % 100} STOP x\n#### {key % 7}"
+
+
+def test_the_merge_writes_atomically(tmp_path, monkeypatch):
+    import rftlab.data
+
+    problems = read_problems(problems_file(tmp_path / "p.jsonl", 3))
+    settings = SamplingSettings(k=1, batch_size=1)  # one problem a chunk: shard 0 has 0 and 2, shard 1 has 1
+    out = tmp_path / "s.jsonl"
+    shards = [shard_path(out, i, 2) for i in range(2)]
+    shards[0].write_text('{"id": "0"}\n{"id": "2"}\n')
+    shards[1].write_text('{"id": "1"}\n')
+    out.write_text("before\n")
+
+    def fail(_):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rftlab.data.os, "fsync", fail)
+        with pytest.raises(OSError, match="disk full"):
+            _merge_shards(out, problems, settings, 2)
+    assert out.read_text() == "before\n" and all(s.exists() for s in shards)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "s.jsonl", *(s.name for s in shards)]
+    _merge_shards(out, problems, settings, 2)
+    assert out.read_text() == '{"id": "0"}\n{"id": "1"}\n{"id": "2"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "s.jsonl"]
 
 
 def test_the_registry_holds_each_backends_defaults():

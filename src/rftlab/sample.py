@@ -36,7 +36,7 @@ from rftlab.backends.base import (
     cut_at_stop,
     row_key,
 )
-from rftlab.data import DataError, Problem, read_problems, write_json
+from rftlab.data import DataError, Problem, atomic_writer, read_problems, write_json
 
 SAMPLES_FORMAT = "rftlab.samples/1"
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt"}
@@ -364,11 +364,11 @@ def shard_worker(spec: str) -> None:
 
 
 def _merge_shards(out: Path, problems: Sequence[Problem], settings: SamplingSettings, shards: int) -> None:
-    """Interleaves the shards back into chunk order, then removes them."""
+    """Interleaves the shards back into chunk order in `out` (written atomically), then removes them."""
     paths = [shard_path(out, shard, shards) for shard in range(shards)]
     lines = [path.read_bytes().splitlines(keepends=True) for path in paths]
     cursors = [0] * shards
-    with open(out, "wb") as handle:
+    with atomic_writer(out) as handle:
         for i, chunk in enumerate(chunks(len(problems), settings)):
             shard, count = i % shards, len(chunk) * settings.k
             handle.write(b"".join(lines[shard][cursors[shard] : cursors[shard] + count]))
