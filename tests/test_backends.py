@@ -1,5 +1,5 @@
 """The backend interface: settings, registry, token ids in and out, the run around them (encode, decode, cut),
-the atomic merge, and the import graph."""
+greedy identity, the atomic merge, and the import graph."""
 
 import ast
 import json
@@ -23,7 +23,7 @@ from rftlab.backends.base import (
 from rftlab.backends.hf import HFBackend
 from rftlab.data import read_problems
 from rftlab.models import char_tokenizer, encode_prompt
-from rftlab.sample import _merge_shards, run_sampling, shard_path
+from rftlab.sample import _identity, _merge_shards, run_sampling, shard_path
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "rftlab"
 
@@ -80,6 +80,35 @@ def test_without_stop_strings_paths_are_cut_after_the_answer_line(tmp_path):
     run_sampling("m", data, out, SamplingSettings(), make_backend=lambda *_: FakeBackend())
     key = row_key(0, "0", 0)
     assert records(out)[0]["response"] == f"p{key % 100} STOP x\n#### {key % 7}"
+
+
+def test_a_greedy_run_is_seed_free(tmp_path):
+    data = problems_file(tmp_path / "p.jsonl", 3)
+    greedy, made = SamplingSettings(k=2, temperature=0.0), []
+
+    def make(*_):
+        made.append(FakeBackend())
+        return made[-1]
+
+    zero, three = tmp_path / "zero.jsonl", tmp_path / "three.jsonl"
+    run_sampling("m", data, zero, greedy, make_backend=make)
+    metadata = run_sampling("m", data, zero, SamplingSettings(k=2, temperature=0.0, seed=3), make_backend=make)
+    assert len(made) == 1 and metadata["settings"]["seed"] == 0  # complete already: reused under seed 3
+    zero.write_bytes(zero.read_bytes()[:-30])  # killed; resumed under seed 3
+    run_sampling("m", data, zero, SamplingSettings(k=2, temperature=0.0, seed=3), make_backend=make)
+    run_sampling("m", data, three, SamplingSettings(k=2, temperature=0.0, seed=3), make_backend=make)
+    assert three.read_bytes() == zero.read_bytes() and {r["seed"] for r in records(three)} == {0}
+    assert json.loads((tmp_path / "three.jsonl.meta.json").read_text())["settings"]["seed"] == 0
+    with pytest.raises(FileExistsError, match="other settings"):  # sampled: the seed matters
+        run_sampling("m", data, zero, SamplingSettings(k=2, temperature=0.7, seed=3), make_backend=make)
+
+
+def test_the_identity_ignores_the_seed_of_greedy_files_only():
+    def identity(temperature, seed):
+        return _identity({"model": "m", "settings": {"temperature": temperature, "seed": seed}})
+
+    assert identity(0.0, 3) == identity(0.0, 0)  # also files recorded with the seed given, before seed 0
+    assert identity(0.7, 3) != identity(0.7, 0)
 
 
 def test_the_merge_writes_atomically(tmp_path, monkeypatch):

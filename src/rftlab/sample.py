@@ -87,10 +87,14 @@ def _run_metadata(
 
 
 def _identity(metadata: dict[str, Any]) -> list[Any]:
-    """What must match for a run to continue another's file."""
+    """What must match for a run to continue another's file. A greedy run's seed is not part of it: at
+    temperature 0 the seed changes nothing (runs record seed 0 for it; older files, the seed they were given)."""
     keys = ("model", "weights", "label", "backend", "data_sha256", "settings")
+    identity = {key: metadata.get(key) for key in keys}
+    if identity["settings"] and identity["settings"].get("temperature") == 0:
+        identity["settings"] = {**identity["settings"], "seed": 0}
     engine = metadata.get("engine") or {}
-    return [metadata.get(key) for key in keys] + [engine.get(key) for key in ENGINE_IDENTITY]
+    return list(identity.values()) + [engine.get(key) for key in ENGINE_IDENTITY]
 
 
 def _earlier_run(path: Path, metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -229,13 +233,15 @@ def run_sampling(
     shards that are complete already, then merges them. `shard=(i, n)` samples shard i of n into its shard
     file and leaves it there. Under `accelerate launch`, ranks sample shards and rank 0 merges them. The
     model is loaded (by `make_backend(model_name, dtype, device)`; default: `backends.base.load_backend`)
-    only when there is sampling left to do.
+    only when there is sampling left to do. A greedy run (temperature 0) runs and is recorded as seed 0.
     """
     import torch
     from accelerate import PartialState
 
     if shard is not None and backend.data_parallel > 1:
         raise ValueError("--data-parallel-size must be 1 with --shard (a run of one shard)")
+    if settings.temperature == 0:
+        settings = replace(settings, seed=0)  # the seed changes nothing: one greedy file for every seed
     problems = read_problems(data)
     label = label or Path(str(model_name).rstrip("/")).name
     metadata = {**_run_metadata(str(model_name), label, backend, data, settings), "problems": len(problems)}
