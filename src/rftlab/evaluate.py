@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rftlab.answers import DEFAULT_EXTRACTOR, get_extractor, parse_number, same_number
+from rftlab.answers import ANSWER_TOLERANCE, DEFAULT_EXTRACTOR, get_extractor, parse_number, same_number
 from rftlab.backends.base import BackendSettings
 from rftlab.data import DataError, Problem, iter_samples, read_problems, write_json, write_jsonl
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 EVAL_FORMAT = "rftlab.eval/1"
 PREDICTIONS_SUFFIX = ".predictions.jsonl"
-VOTE_DECIMALS = 6
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -50,30 +49,32 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - failing_all
 
 
-def vote_key(answer: str) -> float | None:
-    """The group of an answer in a vote: its value rounded to 6 decimals, or None when it is not a number."""
-    value = parse_number(answer)
-    return None if value is None else round(value, VOTE_DECIMALS)
-
-
 def majority_vote(answers: Sequence[str | None]) -> str | None:
     """The paper's maj1@K vote: the most frequent answer, or None when no answer is valid.
 
-    Invalid answers (None, or not a finite number) are dropped. Answers are grouped by numeric value, rounded to
-    6 decimals (`vote_key`), so "72" and "72.0" are one group. A tie between groups goes to the group that
-    occurs first in `answers`. The winner is returned as that group's first-seen string.
+    Invalid answers (None, or not a finite number) are dropped. Answers are grouped by the tolerance that
+    decides correctness (`answers.same_number`, |a - b| < 1e-4): each joins the earliest group whose first
+    answer is within it, else starts a group, so "72", "72.0" and "72.00001" are one group. A tie between
+    groups goes to the group that occurs first in `answers`. The winner is returned as that group's
+    first-seen string.
     """
-    first_seen: dict[float, str] = {}
-    votes: dict[float, int] = {}
+    groups: list[tuple[float, str]] = []  # each group's first value and string, in order of appearance
+    votes: list[int] = []
+    exact: dict[float, int] = {}  # a value seen before -> its group (no scan)
     for answer in answers:
-        if answer is None or (key := vote_key(answer)) is None:
+        if answer is None or (value := parse_number(answer)) is None:
             continue
-        first_seen.setdefault(key, answer)
-        votes[key] = votes.get(key, 0) + 1
+        group = exact.get(value)
+        if group is None:
+            near = (i for i, (first, _) in enumerate(groups) if abs(first - value) < ANSWER_TOLERANCE)
+            group = exact[value] = next(near, len(groups))
+            if group == len(groups):
+                groups.append((value, answer))
+                votes.append(0)
+        votes[group] += 1
     if not votes:
         return None
-    winner = max(votes, key=votes.__getitem__)  # max keeps the first of equal counts: insertion order
-    return first_seen[winner]
+    return groups[votes.index(max(votes))][1]  # index: the first group of the most votes
 
 
 @dataclass(frozen=True, slots=True)
