@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 class HFBackend:
     """Samples with a transformers model; `decoder` says which decoder runs (`static-cache` or `generate`)."""
 
-    name = "hf"
     stop: tuple[str, ...] = ()
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -40,7 +40,6 @@ def _vllm_tokenizer(model_name: str) -> str | None:
 class VLLMBackend:
     """Samples with a `vllm.LLM` engine; one request of n=k paths per question (n=1 when greedy)."""
 
-    name = "vllm"
     decoder = "vllm"
 
     def __init__(self, model_name: str, dtype: str, engine: EngineSettings, seed: int) -> None:
