@@ -18,9 +18,10 @@ import time
 import torch
 
 from bench_train import matmul_peak_gflops
+from rftlab.backends.base import SamplingSettings, row_key
+from rftlab.backends.hf import HFBackend
 from rftlab.data import PROMPT_TEMPLATES
-from rftlab.models import char_tokenizer, count_parameters, load_model, new_toy_model
-from rftlab.sample import HFBackend, SamplingSettings, row_key
+from rftlab.models import char_tokenizer, count_parameters, encode_prompt, load_model, new_toy_model
 from rftlab.toyworld import DEFAULT_CONFIG, make_split
 
 
@@ -46,9 +47,10 @@ def main() -> None:
     peak = matmul_peak_gflops()
 
     backend = HFBackend(model, tokenizer)
-    backend.generate(queries[:2], keys[:2], settings)  # warm-up
+    ids = [encode_prompt(tokenizer, query, "compact") for query in queries]
+    backend.generate(ids[:2], keys[:2], settings)  # warm-up
     backend.generated_tokens, start = 0, time.perf_counter()
-    backend.generate(queries, keys, settings)
+    backend.generate(ids, keys, settings)
     ours = backend.generated_tokens / (time.perf_counter() - start)
 
     tokenizer.padding_side = "left"

@@ -34,9 +34,10 @@ from typing import Any
 
 from rftlab.answers import _FLEXIBLE_RE as FLEXIBLE_RE  # the flexible extractor's own pattern
 from rftlab.answers import extract_flexible, extract_strict, same_number
+from rftlab.backends.base import BackendSettings, SamplingSettings, load_backend
 from rftlab.data import Problem, iter_samples, read_json, read_problems, write_json
 from rftlab.evaluate import evaluate_model, evaluate_sample_files
-from rftlab.sample import SamplingSettings, load_backend, run_sampling
+from rftlab.sample import run_sampling
 from smollm2 import GGUF_NAME, Unavailable, cache_path, cached_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,7 +258,7 @@ def generate(args: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    backend = load_backend(str(gguf), "float32", "cpu")
+    backend = load_backend(str(gguf), BackendSettings(dtype="float32"), "cpu")
     load_seconds = time.perf_counter() - start
     shared = lambda *_: backend  # noqa: E731  (the one loaded model, for both runs)
     sampling = {"template": TEMPLATE, "max_new_tokens": 256, "batch_size": args.batch_size}

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import write_lines
+from rftlab.answers import same_number
 from rftlab.data import DataError, Problem
 from rftlab.evaluate import (
     evaluate_sample_files,
@@ -78,8 +79,16 @@ def test_majority_vote_ignores_invalid_answers():
 
 def test_majority_vote_groups_by_numeric_value():
     assert majority_vote(["3", "72.0", "3", "72", "72.000"]) == "72.0"  # the winning group's first string
-    assert majority_vote(["1", "72", "72.0000001"]) == "72"  # equal when rounded to 6 decimals
-    assert majority_vote(["72", "1", "72.00001", "1"]) == "1"  # 72 and 72.00001 are two groups of one vote
+    assert majority_vote(["1", "72", "72.0000001"]) == "72"
+
+
+def test_majority_vote_groups_answers_the_correctness_rule_calls_equal():
+    assert same_number("72.00001", "72")
+    assert majority_vote(["72", "1", "72.00001", "1"]) == "72"  # one group of two votes, seen before "1"
+    assert majority_vote(["1", "72.00001", "72", "1"]) == "1"  # a tie of two groups: the first seen wins
+    assert majority_vote(["5", "72.00001", "72"]) == "72.00001"  # the group's first-seen string
+    assert majority_vote(["72", "72.0002", "72.0002", "9"]) == "72.0002"  # 2e-4 apart: two groups
+    assert majority_vote(["72", "72.00009", "72.00018", "72.00018", "72.00018"]) == "72.00018"  # no chains
 
 
 # One path per problem, gold 72; verdicts per extractor (gsm8k, strict, flexible):

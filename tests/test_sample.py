@@ -204,8 +204,8 @@ def test_prompts_put_the_demonstrations_first_in_the_same_template():
 
 
 def test_few_shot_evaluation_shows_the_first_train_problems_and_resumes(tiny, tmp_path, monkeypatch):
+    from rftlab.backends.hf import HFBackend
     from rftlab.evaluate import demonstrations, evaluate_model
-    from rftlab.sample import HFBackend
 
     (tmp_path / "train").mkdir()
     data, train = problems_file(tmp_path, 3), problems_file(tmp_path / "train", 4)

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import save_tiny_checkpoint, write_lines
-from rftlab.sample import EngineSettings, SamplingSettings, _worker_environments, run_sampling, shard_path
+from rftlab.backends.base import BackendSettings, EngineSettings, SamplingSettings
+from rftlab.sample import _worker_environments, run_sampling, shard_path
 
 SETTINGS = SamplingSettings(k=2, temperature=1.0, max_new_tokens=16, batch_size=4)  # chunks of 2 problems
 N_PROBLEMS = 16
@@ -48,7 +49,7 @@ def test_two_workers_killed_and_rerun_give_the_single_process_file(setup, tmp_pa
     process.wait()
     written = sum(len(shard.read_bytes().splitlines()) for shard in shards if shard.exists())
     assert not out.exists() and 0 < written < 2 * N_PROBLEMS
-    metadata = run_sampling(str(model), data, out, SETTINGS, data_parallel=2, show_progress=False)
+    metadata = run_sampling(str(model), data, out, SETTINGS, BackendSettings(data_parallel=2), show_progress=False)
     assert out.read_bytes() == single
     assert metadata["shards"] == 2 and json.loads((tmp_path / "dp.jsonl.meta.json").read_text())["processes"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dp.jsonl", "dp.jsonl.meta.json"]  # shards merged away
@@ -71,7 +72,7 @@ def test_shards_run_apart_are_merged_and_only_unfinished_ones_resampled(setup, t
         return popen(args, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", spy)
-    run_sampling(str(model), data, out, SETTINGS, data_parallel=3, show_progress=False)
+    run_sampling(str(model), data, out, SETTINGS, BackendSettings(data_parallel=3), show_progress=False)
     assert started == [1]
     assert out.read_bytes() == single
     assert not any(s.exists() for s in shards)
@@ -83,7 +84,7 @@ def test_a_shard_of_other_settings_is_refused(setup, tmp_path):
     other = SamplingSettings(k=2, temperature=1.0, max_new_tokens=1, batch_size=4)
     run_sampling(str(model), data, out, other, shard=(0, 2), show_progress=False)
     with pytest.raises(FileExistsError, match="shard0of2 holds samples of other settings"):
-        run_sampling(str(model), data, out, SETTINGS, data_parallel=2)
+        run_sampling(str(model), data, out, SETTINGS, BackendSettings(data_parallel=2))
 
 
 def test_workers_get_their_own_gpus_or_a_share_of_the_threads(monkeypatch):
@@ -91,11 +92,11 @@ def test_workers_get_their_own_gpus_or_a_share_of_the_threads(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
-    two_gpus = EngineSettings(tensor_parallel_size=2)
-    assert [env["CUDA_VISIBLE_DEVICES"] for env in _worker_environments(2, "vllm", two_gpus)] == ["3,5", "6,7"]
-    assert [env["CUDA_VISIBLE_DEVICES"] for env in _worker_environments(3, "hf", None)] == ["3", "5", "6"]
+    two_gpus = BackendSettings("vllm", engine=EngineSettings(tensor_parallel_size=2))
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in _worker_environments(2, two_gpus)] == ["3,5", "6,7"]
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in _worker_environments(3, BackendSettings())] == ["3", "5", "6"]
     with pytest.raises(ValueError, match="3 worker\\(s\\) of 2 GPU\\(s\\) need 6 GPUs; 4 visible"):
-        _worker_environments(3, "vllm", two_gpus)
+        _worker_environments(3, two_gpus)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
-    assert [env["OMP_NUM_THREADS"] for env in _worker_environments(3, "hf", None)] == ["2", "2", "2"]
+    assert [env["OMP_NUM_THREADS"] for env in _worker_environments(3, BackendSettings())] == ["2", "2", "2"]

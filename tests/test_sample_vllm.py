@@ -9,12 +9,14 @@ import types
 import pytest
 
 from conftest import save_tiny_checkpoint, write_lines
+from rftlab.backends.base import VLLM_MISSING, BackendSettings, EngineSettings, SamplingSettings, cut_at_stop, row_key
+from rftlab.backends.hf import HFBackend
+from rftlab.backends.vllm import VLLMBackend, request_seed
 from rftlab.cli import main
 from rftlab.data import read_problems
 from rftlab.evaluate import demonstrations
 from rftlab.models import char_tokenizer, encode_prompt
-from rftlab.sample import VLLM_MISSING, EngineSettings, HFBackend, SamplingSettings, row_key, run_sampling
-from rftlab.sample_vllm import cut_at_stop, request_seed
+from rftlab.sample import run_sampling
 
 EOS = 2
 CHAT = (
@@ -84,8 +86,8 @@ SETTINGS = SamplingSettings(k=3, temperature=0.8, top_p=0.9, seed=5, max_new_tok
 
 
 def sample(model, data, out, settings=SETTINGS, engine=None, **options):
-    options = {"backend": "vllm", "engine": engine or EngineSettings(), "show_progress": False, **options}
-    return run_sampling(str(model), data, out, settings, **options)
+    backend = BackendSettings("vllm", engine=engine or EngineSettings())
+    return run_sampling(str(model), data, out, settings, backend, **{"show_progress": False, **options})
 
 
 def records(path):
@@ -168,14 +170,19 @@ def test_greedy_asks_one_path_and_repeats_it_k_times(engines, tiny, tmp_path):
     assert [r["sample"] for r in records(tmp_path / "g.jsonl")] == [0, 1, 2, 0, 1, 2]
 
 
-def test_tokens_are_counted(engines, tiny, tmp_path):
-    from rftlab.sample_vllm import VLLMBackend
-
-    backend = VLLMBackend(str(tiny), "auto", EngineSettings(), seed=0)
+def test_token_ids_in_token_ids_out_and_tokens_are_counted(engines, tiny, tmp_path):
+    backend = VLLMBackend(str(tiny), "auto", EngineSettings(stop=("Q:",)), seed=0)
     keys = [[row_key(0, "x", j) for j in range(2)]]
-    texts = backend.generate(["q"], keys, SamplingSettings(k=2, temperature=1.0))
+    prompt = encode_prompt(backend.tokenizer, "q", "compact")
+    paths = backend.generate([prompt], keys, SamplingSettings(k=2, temperature=1.0))
+    assert engines[0].calls[0][0] == [{"prompt_token_ids": prompt}]
     seed = request_seed(keys[0])
-    assert texts == [[f"a{s % 1000}\n\nb=<<1+1=2>>2\n#### {s % 7}" for s in (seed, seed + 1)]]
+    tokens = [backend.tokenizer(fake_text(s).split("Q:")[0] + "Q:", add_special_tokens=False)["input_ids"]
+              for s in (seed, seed + 1)]  # fmt: skip
+    assert paths == [tokens] and backend.stop == ("Q:",)  # up to the stop string, as vLLM returns them
+    backend = VLLMBackend(str(tiny), "auto", EngineSettings(), seed=0)
+    paths = backend.generate([prompt], keys, SamplingSettings(k=2, temperature=1.0))
+    assert [backend.tokenizer.decode(ids) for ids in paths[0]] == [fake_text(s) for s in (seed, seed + 1)]  # no EOS
     assert backend.generated_tokens == sum(len(fake_text(s)) + 1 for s in (seed, seed + 1))  # text and EOS
 
 

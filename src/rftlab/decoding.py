@@ -111,11 +111,6 @@ def _config_problem(config: Any) -> str | None:
     return None
 
 
-def supports(model: PreTrainedModel) -> bool:
-    """Layout and allow-list only, without the logits check: for callers not yet on `exact_decoder`."""
-    return _layout_problem(model) is None and _config_problem(model.config) is None
-
-
 def exact_decoder(model: PreTrainedModel) -> tuple[StaticCacheDecoder | None, str]:
     """The static-cache decoder if it computes this model's logits, else None; and a one-line reason.
 

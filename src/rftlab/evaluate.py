@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rftlab.answers import DEFAULT_EXTRACTOR, get_extractor, parse_number, same_number
+from rftlab.answers import ANSWER_TOLERANCE, DEFAULT_EXTRACTOR, get_extractor, parse_number, same_number
+from rftlab.backends.base import BackendSettings
 from rftlab.data import DataError, Problem, iter_samples, read_problems, write_json, write_jsonl
 
 if TYPE_CHECKING:
-    from rftlab.sample import EngineSettings
+    from rftlab.backends.base import Backend
 
 EVAL_FORMAT = "rftlab.eval/1"
 PREDICTIONS_SUFFIX = ".predictions.jsonl"
-VOTE_DECIMALS = 6
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -49,30 +49,32 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - failing_all
 
 
-def vote_key(answer: str) -> float | None:
-    """The group of an answer in a vote: its value rounded to 6 decimals, or None when it is not a number."""
-    value = parse_number(answer)
-    return None if value is None else round(value, VOTE_DECIMALS)
-
-
 def majority_vote(answers: Sequence[str | None]) -> str | None:
     """The paper's maj1@K vote: the most frequent answer, or None when no answer is valid.
 
-    Invalid answers (None, or not a finite number) are dropped. Answers are grouped by numeric value, rounded to
-    6 decimals (`vote_key`), so "72" and "72.0" are one group. A tie between groups goes to the group that
-    occurs first in `answers`. The winner is returned as that group's first-seen string.
+    Invalid answers (None, or not a finite number) are dropped. Answers are grouped by the tolerance that
+    decides correctness (`answers.same_number`, |a - b| < 1e-4): each joins the earliest group whose first
+    answer is within it, else starts a group, so "72", "72.0" and "72.00001" are one group. A tie between
+    groups goes to the group that occurs first in `answers`. The winner is returned as that group's
+    first-seen string.
     """
-    first_seen: dict[float, str] = {}
-    votes: dict[float, int] = {}
+    groups: list[tuple[float, str]] = []  # each group's first value and string, in order of appearance
+    votes: list[int] = []
+    exact: dict[float, int] = {}  # a value seen before -> its group (no scan)
     for answer in answers:
-        if answer is None or (key := vote_key(answer)) is None:
+        if answer is None or (value := parse_number(answer)) is None:
             continue
-        first_seen.setdefault(key, answer)
-        votes[key] = votes.get(key, 0) + 1
+        group = exact.get(value)
+        if group is None:
+            near = (i for i, (first, _) in enumerate(groups) if abs(first - value) < ANSWER_TOLERANCE)
+            group = exact[value] = next(near, len(groups))
+            if group == len(groups):
+                groups.append((value, answer))
+                votes.append(0)
+        votes[group] += 1
     if not votes:
         return None
-    winner = max(votes, key=votes.__getitem__)  # max keeps the first of equal counts: insertion order
-    return first_seen[winner]
+    return groups[votes.index(max(votes))][1]  # index: the first group of the most votes
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,30 +308,26 @@ def evaluate_model(
     sampling: dict[str, Any] | None = None,
     shots: int = 0,
     shots_from: str | os.PathLike[str] | None = None,
+    backend: BackendSettings = BackendSettings(),
     show_progress: bool | None = None,
-    dtype: str | None = None,
-    backend: str = "hf",
-    engine: EngineSettings | None = None,
-    data_parallel: int = 1,
-    make_backend: Callable[[str, str, str], Any] | None = None,
+    make_backend: Callable[[str, str, str], Backend] | None = None,
 ) -> dict[str, Any]:
     """`rftlab eval --model`: greedy maj1@1 and, with k, maj1@k and pass@k from k samples at `temperature`.
 
     The paths go beside `out` (EVAL.greedy.jsonl, EVAL.samples.jsonl) through the sampler, so an
     interrupted evaluation resumes; `sampling` passes further SamplingSettings fields (batch size, template).
-    `make_backend(model, dtype, device)` loads the model (default `sample.load_backend`), once for both runs.
-    With `shots`, the first `shots` problems of `shots_from` (a train file) are shown before every
-    question as solved examples: in-context learning, the paper's ICL rows. `dtype`, `backend`, `engine`
-    and `data_parallel` are `run_sampling`'s.
+    `make_backend(model, dtype, device)` loads the model (default `backends.base.load_backend` with `backend`),
+    once for both runs. With `shots`, the first `shots` problems of `shots_from` (a train file) are shown
+    before every question as solved examples: in-context learning, the paper's ICL rows.
     """
-    from rftlab.sample import SamplingSettings, load_backend, run_sampling
+    from rftlab.backends.base import SamplingSettings, backend_factory
+    from rftlab.sample import run_sampling
 
     out, problems = Path(out), read_problems(data)
-    loaded = functools.cache(make_backend or functools.partial(load_backend, backend=backend, engine=engine, seed=seed))
+    loaded = functools.cache(make_backend or backend_factory(backend, seed))
     sample = functools.partial(  # the greedy and the sampled run share one loaded model
-        run_sampling, model, Path(data), dtype=dtype, show_progress=show_progress, backend=backend, engine=engine,
-        data_parallel=data_parallel, make_backend=loaded,
-    )  # fmt: skip
+        run_sampling, model, Path(data), backend=backend, show_progress=show_progress, make_backend=loaded
+    )
     extra = {**(sampling or {}), "shots": demonstrations(shots, shots_from)}
     greedy_file = out.with_suffix(".greedy.jsonl")
     sample(greedy_file, SamplingSettings(k=1, temperature=0.0, seed=seed, **extra))

@@ -9,6 +9,7 @@ them like any other model. Real models load by hub id, local folder or `.gguf` f
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -212,9 +213,10 @@ def model_fingerprint(name: str | Path) -> str | None:
     return None if revision is None else f"hub:{revision}"
 
 
+@functools.cache
 def hub_revision(repo: str, revision: str = "main") -> str | None:
     """The commit a hub id's revision resolves to: asked of the hub unless HF_HUB_OFFLINE is set, else read from
-    the local hub cache; None when neither knows it."""
+    the local hub cache; None when neither knows it. Asked once per process."""
     if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
         with contextlib.suppress(Exception):  # no network, no such repo, no huggingface_hub: try the cache
             from huggingface_hub import HfApi
