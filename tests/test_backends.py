@@ -199,7 +199,7 @@ def test_models_without_the_llama_layout_go_through_generate():
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64,
                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)  # fmt: skip
     backend = HFBackend(GPT2LMHeadModel(config), tokenizer)
-    assert backend.decoder == "generate" and "Llama" in backend.decoder_reason
+    assert backend.decoder == "generate" and "allow-list" in backend.decoder_reason
     prompts = [encode_prompt(tokenizer, "q", "compact")]
     settings = SamplingSettings(k=2, temperature=1.0, max_new_tokens=6)
     paths = backend.generate(prompts, [[5, 6]], settings)

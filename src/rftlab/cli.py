@@ -5,8 +5,11 @@ Start-up stays light: the job modules import their stages (and torch) only when 
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from rftlab import __version__
@@ -52,11 +55,37 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+class ReliableInterrupt:
+    """Ctrl-C as a KeyboardInterrupt that is not lost. Python raises it wherever the main thread is, and one
+    raised inside a finaliser (`__del__`, run by the garbage collector) is dropped, so a long stage would go
+    on; after a Ctrl-C, a watchdog thread raises it again every half second until `caught()` is called."""
+
+    def __init__(self) -> None:
+        self.interrupted, self.handled = threading.Event(), threading.Event()
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+            signal.signal(signal.SIGINT, self._handler)
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.interrupted.set()
+        raise KeyboardInterrupt
+
+    def _watch(self) -> None:
+        self.interrupted.wait()
+        while not self.handled.wait(0.5):
+            _thread.interrupt_main()
+
+    def caught(self) -> None:
+        self.handled.set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; exit status 0 on success, 2 on bad input (the message names the file and line, or the
     option), 1 when a step outside rftlab failed, 130 when interrupted."""
     args = build_parser().parse_args(argv)
     from rftlab.data import DataError
+
+    interrupt = ReliableInterrupt() if threading.current_thread() is threading.main_thread() else None
 
     try:
         job = from_namespace(args.job, args)
@@ -72,5 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if interrupt is not None:
+            interrupt.caught()
         print(f"rftlab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -191,8 +191,10 @@ def _base(entry: Any, where: str, study: dict[str, dict[str, Any]]) -> Base:
         model=spec.get("model"),
         loss=float(spec["loss"]) if spec.get("loss") is not None else None,
         parameters=int(float(spec["parameters"])) if spec.get("parameters") is not None else None,
-        **{section: _section(section, spec.get(section), f"{where}: {section}", study[section])
-           for section in ("train", "sample", "eval")},
+        **{
+            section: _section(section, spec.get(section), f"{where}: {section}", study[section])
+            for section in ("train", "sample", "eval")
+        },
         launch=_launch(spec.get("launch"), f"{where}: launch"),
     )
 

@@ -11,11 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from rftlab.experiments.analysis import Context, Model
-    from rftlab.experiments.display import Block
+from typing import Any, Protocol
 
 Json = dict[str, Any]
 
@@ -195,37 +191,3 @@ class Result(Protocol):
     @property
     def tested(self) -> bool: ...
     def to_json(self) -> Json: ...
-
-
-class Family(Protocol):
-    """An experiment family: a module with these members."""
-
-    NAME: str
-    KEYS: frozenset[str] | None
-    """The keys of its study-file section; None: analysis only (no section, no cells)."""
-    SECTION: int
-    """Its place in analysis.json and the report (its section number there)."""
-
-    def parse(self, value: Any, config: Config) -> Any:
-        """The checked section (JSON-ready: results.json's `experiments`)."""
-        ...
-
-    def requests(self, spec: Any, planner: Planner) -> None:
-        """Asks for the samples it needs (every family asks before any plans: a model is sampled once)."""
-        ...
-
-    def plan(self, spec: Any, planner: Planner) -> None:
-        """Its cells for the planner's seed, each evaluated model stamped with its role."""
-        ...
-
-    def analyse(self, models: list[Model], context: Context) -> Result: ...
-
-    def findings(self, result: Any, results: dict[str, Any]) -> list[Json]:
-        """Its findings of the paper, with verdicts and sentences (`results`: every family's result)."""
-        ...
-
-    def blocks(self, result: Any, figures: dict[str, bytes]) -> list[Block]: ...
-
-    def figure(self, plt: Any, result: Any) -> Any:
-        """Its matplotlib figure (drawn only when tested)."""
-        ...

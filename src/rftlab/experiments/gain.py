@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rftlab.experiments import analysis as a
-from rftlab.experiments import display as d
-from rftlab.experiments import union
+import rftlab.experiments.analysis as a
+import rftlab.experiments.display as d
+import rftlab.experiments.union as union
 from rftlab.experiments.base import Config, Json, Planner
 from rftlab.scaling import gain_fit
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rftlab.experiments import analysis as a
-from rftlab.experiments import display as d
+import rftlab.experiments.analysis as a
+import rftlab.experiments.display as d
 from rftlab.experiments.base import (
     Config,
     Json,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from rftlab.experiments import analysis as a
-from rftlab.experiments import display as d
+import rftlab.experiments.analysis as a
+import rftlab.experiments.display as d
 from rftlab.experiments.base import Config, Json, Planner, Role, base_names, evaluate, known_keys, mapping, sft_record
 from rftlab.scaling import predictor_comparison
 

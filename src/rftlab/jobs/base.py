@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -96,6 +97,11 @@ class Job:
 
     def with_changes(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
+
+
+def main_process() -> bool:
+    """False in the other ranks of a multi-process launch (torchrun, accelerate launch): they stay quiet."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def flag_of(f: dataclasses.Field) -> str:

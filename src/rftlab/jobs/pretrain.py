@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rftlab.jobs.base import IO, option
-from rftlab.jobs.sampling import main_process
+from rftlab.jobs.base import IO, main_process, option
 from rftlab.jobs.training import TrainingOptions
 from rftlab.models import DEFAULT_PRESET, PRESETS
 

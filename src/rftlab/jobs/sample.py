@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rftlab.jobs.base import IO, option
-from rftlab.jobs.sampling import SamplingOptions, main_process
+from rftlab.jobs.base import IO, main_process, option
+from rftlab.jobs.sampling import SamplingOptions
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rftlab.backends.base import REGISTRY, BackendSettings, EngineSettings
 from rftlab.data import TEMPLATE_CHOICES
-from rftlab.jobs.base import RUNTIME, Job, option
+from rftlab.jobs.base import RUNTIME, Job, main_process, option
 
 ENGINE = "vllm backend"
 """The argument group of the vLLM engine's options (docs/scaling-out.md shows one-node and multi-node runs)."""
@@ -85,13 +85,6 @@ class SamplingOptions(Job):
     def progress(self) -> bool | None:
         """False when quiet or in another rank of a multi-process launch; else None (tqdm's own choice)."""
         return False if self.quiet or not main_process() else None
-
-
-def main_process() -> bool:
-    """False in the other ranks of a multi-process launch (torchrun, accelerate launch): they stay quiet."""
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
 
 
 def train_beside(test: Path) -> Path | None:

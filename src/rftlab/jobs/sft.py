@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rftlab.data import TEMPLATE_CHOICES
-from rftlab.jobs.base import IO, option
-from rftlab.jobs.sampling import main_process
+from rftlab.jobs.base import IO, main_process, option
 from rftlab.jobs.training import TrainingOptions
 from rftlab.train import DTYPES, RECIPES
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rftlab.jobs.base import RUNTIME, Job, option
-from rftlab.jobs.sampling import main_process
+from rftlab.jobs.base import RUNTIME, Job, main_process, option
 
 
 @dataclass(frozen=True, kw_only=True)
