@@ -281,7 +281,7 @@ class CellRunner:
         cell.folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         job = cell.job
-        if hasattr(job, "quiet") and cell.kind != "world" and (self.outside(cell) or self.quiet):
+        if hasattr(job, "quiet") and (self.outside(cell) or self.quiet):
             job = job.with_changes(quiet=True)  # in process, a terminal shows the stage's progress bar
         if self.outside(cell):
             self._subprocess(cell, job)

@@ -39,15 +39,13 @@ def option(
     parse: Callable[[str], Any] | None = None,
     show: Callable[[Any], str] | None = None,
     nargs: str | None = None,
-    cli: bool = True,
 ) -> Any:
     """A job field with what its command-line flag needs. `parse`/`show` turn a flag's text into the value and
     back (e.g. "2,3" <-> (2, 3)); `exclusive` names a group of flags of which at most one may be given;
-    `nargs="+"` takes a tuple's items after one flag (else the flag repeats per item); `cli=False` keeps a field
-    off the command line (set by the study or the demo only)."""
+    `nargs="+"` takes a tuple's items after one flag (else the flag repeats per item)."""
     metadata = {"help": help, "kind": kind, "flag": flag, "short": short, "metavar": metavar, "choices": choices,
                 "group": group, "exclusive": exclusive, "positional": positional, "parse": parse, "show": show,
-                "nargs": nargs, "cli": cli}  # fmt: skip
+                "nargs": nargs}  # fmt: skip
     if isinstance(default, (list, dict, set)):
         raise TypeError("job defaults must be immutable")
     return dataclasses.field(default=default, metadata=metadata)
@@ -83,7 +81,7 @@ class Job:
         positional: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if not f.metadata.get("cli", True) or value is None or value is False or value == f.default:
+            if value is None or value is False or value == f.default:
                 continue
             texts = _texts(f, value)
             if f.metadata.get("positional"):
@@ -128,10 +126,6 @@ def _plain(value: Any) -> Any:
 # Command-line flags from the fields ----------------------------------------------------------------
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _unwrap(hint: Any) -> tuple[Any, bool]:
     """The type inside `X | None`, and whether None is allowed."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -142,12 +136,10 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type[Job]) -> None:
     """Adds a flag (or positional argument) per field of the job class that the command line sets."""
-    hints, groups, exclusive = _hints(cls), {}, {}
+    hints, groups, exclusive = typing.get_type_hints(cls), {}, {}
     order = {IO: 0, SETTING: 1, RUNTIME: 2}
     for f in sorted(fields(cls), key=lambda f: order[f.metadata.get("kind", SETTING)]):
         meta = f.metadata
-        if not meta.get("cli", True):
-            continue
         target: Any = parser
         if meta.get("group"):
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
@@ -216,19 +208,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def from_namespace(cls: type[Job], namespace: argparse.Namespace, **fixed: Any) -> Job:
+def from_namespace(cls: type[Job], namespace: argparse.Namespace) -> Job:
     """The job of parsed command-line arguments."""
     values = {}
     for f in fields(cls):
-        if not f.metadata.get("cli", True) or f.name in fixed:
-            continue
         value = getattr(namespace, f.name)
         if isinstance(value, list):
             value = tuple(value)
         if value is None and f.default is not MISSING and f.default is not None:
             value = f.default
         values[f.name] = value
-    return cls(**values, **fixed)
+    return cls(**values)
 
 
 # Jobs from study files -----------------------------------------------------------------------------
@@ -236,13 +226,13 @@ def from_namespace(cls: type[Job], namespace: argparse.Namespace, **fixed: Any) 
 
 def setting_names(cls: type[Job]) -> set[str]:
     """The fields a study file may set: the job's settings."""
-    return {f.name for f in fields(cls) if f.metadata.get("kind") == SETTING and f.metadata.get("cli", True)}
+    return {f.name for f in fields(cls) if f.metadata.get("kind") == SETTING}
 
 
 def check_settings(cls: type[Job], settings: dict[str, Any], where: str) -> dict[str, Any]:
     """The study-file settings of a job checked and converted to the fields' types (lists become tuples);
     ValueError naming `where` and the key for an unknown key or a value of the wrong type."""
-    hints, allowed = _hints(cls), setting_names(cls)
+    hints, allowed = typing.get_type_hints(cls), setting_names(cls)
     unknown = sorted(set(settings) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
