@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rftlab.backends.base import REGISTRY, BackendSettings, EngineSettings
+from rftlab.backends.base import ENGINE_OPTIONS, REGISTRY, BackendSettings, EngineSettings
 from rftlab.data import TEMPLATE_CHOICES
 from rftlab.jobs.base import RUNTIME, Job, main_process, option
 
@@ -55,10 +55,7 @@ class SamplingOptions(Job):
 
     def engine_options(self) -> dict[str, object]:
         """The engine options given (None: the engine's default), by EngineSettings field."""
-        names = ("tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization", "max_model_len",
-                 "distributed_executor_backend", "enforce_eager")  # fmt: skip
-        given = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-        return {**given, **({"stop": self.stop} if self.stop else {})}
+        return {name: getattr(self, name) for name in ENGINE_OPTIONS if getattr(self, name) not in (None, ())}
 
     def backend_settings(self) -> BackendSettings:
         """The backend, its dtype, its engine settings (vLLM) and the data-parallel layout."""
