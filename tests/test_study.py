@@ -205,7 +205,7 @@ def test_gsm8k_files_as_study_data(gsm8k_dir, tmp_path):
     sft = next(c for c in plan.cells.values() if c.kind == "sft" and c.label == "sft-llama-7b-e1-s0")
     argv = sft.job.argv()
     assert argv[argv.index("--model") + 1] == "huggyllama/llama-7b"
-    assert argv[argv.index("--data") + 1] == str(gsm8k_dir / "train.jsonl")
+    assert argv[argv.index("--data") + 1] == str((gsm8k_dir / "train.jsonl").resolve())
     assert not any(c.kind == "pretrain" and c.external is None for c in plan.cells.values())
 
 
