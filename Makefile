@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_sample.py
 	$(BIN)/python benchmarks/bench_toy_sft.py
+	$(BIN)/python benchmarks/bench_decoder_check.py
 
 # A real model (SmolLM2-135M, cached GGUF) on 100 GSM8K test + 50x4 train problems, verdicts checked by
 # math-verify: 7 minutes on 2 idle cores (1 thread is faster on a busy machine); not in `make bench` or `make test`.

@@ -1,7 +1,6 @@
 """The backend interface: settings, registry, token ids in and out, the run around them (encode, decode, cut),
 greedy identity, the atomic merge, and the import graph."""
 
-import ast
 import json
 import subprocess
 import sys
@@ -24,8 +23,7 @@ from rftlab.backends.hf import HFBackend
 from rftlab.data import read_problems
 from rftlab.models import char_tokenizer, encode_prompt
 from rftlab.sample import _identity, _merge_shards, run_sampling, shard_path
-
-SOURCE = Path(__file__).resolve().parents[1] / "src" / "rftlab"
+from test_layout import import_graph
 
 
 class FakeBackend:
@@ -207,34 +205,11 @@ def test_models_without_the_llama_layout_go_through_generate():
     assert backend.generate(prompts, [[5, 6]], settings) == paths  # seeded by the keys
 
 
-def _rftlab_imports(path: Path) -> set[str]:
-    """The rftlab modules a source file imports anywhere (also inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rftlab"):
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("rftlab")}
-    return found
-
-
 def test_the_sampler_and_the_backends_import_no_cycle():
-    modules = {"rftlab.sample": SOURCE / "sample.py"}
-    modules |= {f"rftlab.backends.{p.stem}": p for p in (SOURCE / "backends").glob("*.py") if p.stem != "__init__"}
-    graph = {name: _rftlab_imports(path) & set(modules) for name, path in modules.items()}
-    assert graph["rftlab.backends.base"] == set()
-    assert not any("rftlab.sample" in imports for name, imports in graph.items() if name != "rftlab.sample")
-    done: set[str] = set()
-
-    def visit(name, path):
-        assert name not in path, f"import cycle: {' -> '.join([*path, name])}"
-        if name not in done:
-            for imported in graph[name]:
-                visit(imported, [*path, name])
-            done.add(name)
-
-    for name in graph:
-        visit(name, [])
+    graph = import_graph()  # the whole package's: tests/test_layout.py checks it has no cycle
+    sampling = {"rftlab.sample", *(name for name in graph if name.startswith("rftlab.backends."))}
+    assert graph["rftlab.backends.base"] & sampling == set()
+    assert not any("rftlab.sample" in graph[name] for name in sampling - {"rftlab.sample"})
     code = "import rftlab.backends.vllm, rftlab.backends.hf, rftlab.sample, sys; print('vllm' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"  # vLLM itself is imported only by the backend's constructor

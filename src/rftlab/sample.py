@@ -37,9 +37,9 @@ from rftlab.backends.base import (
     row_key,
 )
 from rftlab.data import DataError, Problem, atomic_writer, read_problems, write_json
+from rftlab.models import WEIGHT_SUFFIXES
 
 SAMPLES_FORMAT = "rftlab.samples/1"
-_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt"}
 
 
 # Output files ------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def shard_path(out: Path, shard: int, shards: int) -> Path:
 def _weights_fingerprint(model: str) -> list[list[Any]]:
     """Name, size and modification time of a local model's weight files: retrained weights are another run."""
     path = Path(model)
-    files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.suffix in WEIGHT_SUFFIXES)
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 

@@ -37,6 +37,7 @@ from rftlab.jobs.sample import SampleJob
 from rftlab.jobs.sft import SftJob
 from rftlab.jobs.subset import SubsetJob
 from rftlab.jobs.world import WorldJob
+from rftlab.models import model_fingerprint
 
 RESULTS_FORMAT = "rftlab.study-results/1"
 PLACEHOLDER = Path("<cell>")
@@ -248,7 +249,9 @@ class Planner:
     def base(self, name: str) -> Cell:
         base = self.config.base(name)
         if base.model is not None:
-            return self.plan.external("pretrain", name, base.model, _fingerprint(base.model), {"model": base.model})
+            return self.plan.external(
+                "pretrain", name, base.model, model_fingerprint(base.model), {"model": base.model}
+            )
         world = self.world()
         job = PretrainJob(corpus=Path(world.output()) / "pretrain.txt", out=PLACEHOLDER, preset=base.preset,
                           tokens=base.pretrain_tokens, seed=self.seed, **self.config.pretrain)  # fmt: skip
@@ -351,12 +354,6 @@ def _world_file(world: Cell, split: str) -> str:
     if world.external is not None:
         return world.params[split]
     return str(Path(world.output()) / f"{split}.jsonl")
-
-
-def _fingerprint(model: str) -> str | None:
-    from rftlab.models import model_fingerprint
-
-    return model_fingerprint(model)
 
 
 # Results ----------------------------------------------------------------------------------------
