@@ -56,27 +56,38 @@ def _leave_process_group() -> None:
 
 
 class ReliableInterrupt:
-    """Ctrl-C as a KeyboardInterrupt that is not lost. Python raises it wherever the main thread is, and one
-    raised inside a finaliser (`__del__`, run by the garbage collector) is dropped, so a long stage would go
-    on; after a Ctrl-C, a watchdog thread raises it again every half second until `caught()` is called."""
+    """Ctrl-C as a KeyboardInterrupt that is not lost, while the `with` block runs. Python raises it wherever the
+    main thread is, and one raised inside a finaliser (`__del__`, run by the garbage collector) is dropped, so
+    a long stage would go on: after a Ctrl-C, a watchdog thread raises it again every half second until the
+    block is left. Where Ctrl-C is ignored, or off the main thread, nothing changes."""
 
     def __init__(self) -> None:
-        self.interrupted, self.handled = threading.Event(), threading.Event()
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+        self.left = threading.Event()
+        self.previous = signal.getsignal(signal.SIGINT)
+        self.active = (
+            self.previous is signal.default_int_handler and threading.current_thread() is threading.main_thread()
+        )
+        self.watching = False
+
+    def __enter__(self) -> ReliableInterrupt:
+        if self.active:
             signal.signal(signal.SIGINT, self._handler)
-            threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.left.set()
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
 
     def _handler(self, signum: int, frame: object) -> None:
-        self.interrupted.set()
+        if not self.watching:
+            self.watching = True
+            threading.Thread(target=self._watch, daemon=True).start()
         raise KeyboardInterrupt
 
     def _watch(self) -> None:
-        self.interrupted.wait()
-        while not self.handled.wait(0.5):
+        while not self.left.wait(0.5):
             _thread.interrupt_main()
-
-    def caught(self) -> None:
-        self.handled.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,11 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rftlab.data import DataError
 
-    interrupt = ReliableInterrupt() if threading.current_thread() is threading.main_thread() else None
-
     try:
-        job = from_namespace(args.job, args)
-        message = job.message(job.run())
+        with ReliableInterrupt():
+            job = from_namespace(args.job, args)
+            message = job.message(job.run())
         if message:
             print(message)
         _leave_process_group()
@@ -101,7 +111,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if interrupt is not None:
-            interrupt.caught()
         print(f"rftlab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -106,13 +106,12 @@ def _reuse_world(world: WorldJob) -> dict[str, Any] | None:
     if not recorded.exists():
         return None
     summary = read_json(recorded)
-    made = {key: summary.get(key) for key in ("seed", "train", "test", "config")}
-    if made != json.loads(json.dumps(world.recorded())):
-        raise FileExistsError(f"{world.out} holds a toy world made with other settings ({_difference(made, world)}); "
-                              "pass --overwrite to rebuild the demo, or use another --out")  # fmt: skip
+    wanted = json.loads(json.dumps(world.recorded()))  # as JSON holds it: tuples as lists
+    made = {key: summary.get(key) for key in wanted}
+    if made != wanted:
+        differences = ", ".join(
+            f"{key} {made[key]!r}, not {wanted[key]!r}" for key in wanted if made[key] != wanted[key]
+        )
+        raise FileExistsError(f"{world.out} holds a toy world made with other settings ({differences}); pass "
+                              "--overwrite to rebuild the demo, or use another --out")  # fmt: skip
     return {key: value for key, value in summary.items() if key != "config"}
-
-
-def _difference(made: dict[str, Any], world: WorldJob) -> str:
-    wanted = json.loads(json.dumps(world.recorded()))
-    return ", ".join(f"{key} {made[key]!r}, not {wanted[key]!r}" for key in wanted if made[key] != wanted[key])
