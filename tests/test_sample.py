@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import save_tiny_checkpoint, write_lines
 from rftlab.data import read_problems
-from rftlab.decoding import StaticCacheDecoder, choose_tokens, splitmix64, uniform_noise
+from rftlab.decoding import StaticCacheDecoder
+from rftlab.draws import choose_tokens, inverse_cdf, row_uniforms, splitmix64
 from rftlab.models import char_tokenizer
 from rftlab.sample import completed_problems, cut_after_answer, row_key
 
@@ -35,16 +36,26 @@ def test_splitmix64_matches_the_reference():
     assert [v & MASK for v in splitmix64(signed).tolist()] == [splitmix64_reference(v) for v in values]
 
 
-def test_noise_is_uniform_and_a_function_of_key_step_and_token():
+def test_uniforms_are_a_function_of_key_and_step():
     keys = torch.tensor([1, 2, 3, 1])
-    noise = uniform_noise(keys, 5, 1000)
-    assert noise.shape == (4, 1000) and noise.min() > 0 and noise.max() < 1
-    assert torch.equal(noise[0], noise[3]) and not torch.equal(noise[0], noise[1])
-    assert not torch.equal(noise, uniform_noise(keys, 6, 1000))
-    assert abs(noise.mean().item() - 0.5) < 0.02
+    drawn = row_uniforms(keys, 5)
+    assert drawn.shape == (4,) and drawn.dtype == torch.float64
+    assert drawn[0] == drawn[3] and drawn[0] != drawn[1] and not torch.equal(drawn, row_uniforms(keys, 6))
+    many = row_uniforms(torch.arange(20000), 0)
+    assert many.min() > 0 and many.max() < 1 and abs(many.mean().item() - 0.5) < 0.01
 
 
-def test_gumbel_draws_follow_the_softmax():
+def test_inverse_cdf_finds_the_interval_of_the_uniform_and_never_a_zero_weight():
+    weights = torch.zeros(6, 700)  # three blocks, the last one partial
+    weights[:, [3, 256, 257, 699]] = torch.tensor([1.0, 2.0, 0.0, 1.0])
+    uniforms = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 1 - 2**-53], dtype=torch.float64)
+    assert inverse_cdf(weights, uniforms).tolist() == [3, 256, 256, 256, 699, 699]
+    top = torch.zeros(2, 512)
+    top[:, 10] = 1.0  # the whole mass in the first block: the top of the range stays in it
+    assert inverse_cdf(top, torch.tensor([1 - 2**-53, 0.5], dtype=torch.float64)).tolist() == [10, 10]
+
+
+def test_draws_follow_the_softmax():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(20000, 1)
     keys = torch.arange(20000)
     counts = torch.bincount(choose_tokens(logits, keys, 0, 1.0, 1.0), minlength=4) / 20000

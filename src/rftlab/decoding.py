@@ -18,60 +18,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from rftlab.draws import choose_tokens, signed
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 COMPACT_BELOW = 0.75
 """Finished rows leave the batch once fewer than this share of its rows are still running."""
 GROW = 32
 """Cache slots added at a time. Attention reads the whole (contiguous) cache, with unused slots masked:
 cheaper than reading a slice of a longer one, which copies it."""
-
-
-def _signed(value: int) -> int:
-    value &= _MASK64
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 values (torch's >> is arithmetic)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def splitmix64(x: torch.Tensor) -> torch.Tensor:
-    """The splitmix64 finaliser on int64 tensors (wrapping arithmetic): a counter-based hash."""
-    x = x + _signed(_GOLDEN)
-    x = (x ^ _shift_right(x, 30)) * _signed(_MIX1)
-    x = (x ^ _shift_right(x, 27)) * _signed(_MIX2)
-    return x ^ _shift_right(x, 31)
-
-
-def uniform_noise(keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    """Uniform (0, 1) float64 noise of shape [rows, vocab], a pure function of (row key, step, token)."""
-    row = splitmix64(splitmix64(keys) + step)
-    tokens = torch.arange(vocab, dtype=torch.int64, device=keys.device) * _signed(_GOLDEN)
-    bits = _shift_right(splitmix64(row[:, None] + tokens), 11)
-    return (bits.to(torch.float64) + 0.5) / float(1 << 53)
-
-
-def choose_tokens(
-    logits: torch.Tensor, keys: torch.Tensor, step: int, temperature: float, top_p: float
-) -> torch.Tensor:
-    """Greedy at temperature 0; otherwise a draw from softmax(logits / T), truncated to the top-p mass."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    scaled = logits.float() / temperature
-    if top_p < 1.0:
-        sorted_logits, order = scaled.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set reaching top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, float("-inf"))
-    gumbel = -torch.log(-torch.log(uniform_noise(keys, step, logits.shape[-1])))
-    return (scaled.double() + gumbel).argmax(dim=-1)  # Gumbel-max: an exact draw from the softmax
 
 
 EXACT_ARCHITECTURES = ("llama", "mistral", "qwen2", "smollm3")
@@ -156,7 +112,7 @@ def _logits_error(decoder: StaticCacheDecoder, model: PreTrainedModel) -> float:
         return torch.tensor([rows[row][_CHECK_LENGTHS[row] + step] for row in row_keys.tolist()])
 
     prompts = [tokens[:length] for tokens, length in zip(rows, _CHECK_LENGTHS, strict=True)]
-    decoder._run(prompts, range(len(rows)), feed, max_new_tokens=_CHECK_STEPS, eos_token_id=-1, pad_token_id=0,
+    decoder._run(prompts, range(len(rows)), feed, max_new_tokens=_CHECK_STEPS, eos_token_id=-1,
                  stop=lambda row, token: row == 0)  # fmt: skip
     device = model.device
     ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=device)
@@ -201,12 +157,17 @@ class StaticCacheDecoder:
         self.keys = [F.pad(cache, (0, 0, 0, GROW)) for cache in self.keys]
         self.values = [F.pad(cache, (0, 0, 0, GROW)) for cache in self.values]
 
-    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, start: int, mask: torch.Tensor) -> torch.Tensor:
+    def _forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, start: int, mask: torch.Tensor | None,
+        caches: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """Logits of the last position; writes the keys and values of `tokens` at cache slots start...
 
-        `mask` is boolean [rows, 1, width, start + width] for a prompt (SDPA over the filled slots), or an
-        additive float bias [rows, 1, 1, capacity] for one decoding step (attention over the whole cache).
+        For one decoding step (width 1), `mask` is an additive float bias [rows, 1, 1, capacity] (attention
+        over the whole cache); for a prompt it is None (one unpadded prompt, causal attention). `caches` are
+        the (keys, values) per layer to write and read: the decoder's own by default.
         """
+        keys, values = caches or (self.keys, self.values)
         rows, width = tokens.shape
         hidden = self.inner.embed_tokens(tokens)
         cos, sin = self.inner.rotary_emb(hidden, positions)
@@ -219,18 +180,44 @@ class StaticCacheDecoder:
             v = attention.v_proj(x).view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
             if getattr(attention, "use_rope", True):  # SmolLM3 leaves RoPE out of some layers
                 q, k = self._rotate(q, k, cos, sin)
-            self.keys[index][:, :, start:end] = k
-            self.values[index][:, :, start:end] = v
+            keys[index][:, :, start:end] = k
+            values[index][:, :, start:end] = v
             if width == 1:
-                out = self._attend_one(q, self.keys[index], self.values[index], mask)
+                out = self._attend_one(q, keys[index], values[index], mask)
             else:
-                keys, values = self.keys[index][:, :, :end], self.values[index][:, :, :end]
-                out = F.scaled_dot_product_attention(
-                    q, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=self.kv_heads != self.heads
-                )
+                out = F.scaled_dot_product_attention(q, keys[index][:, :, :end], values[index][:, :, :end],
+                                                     is_causal=True, scale=self.scale,
+                                                     enable_gqa=self.kv_heads != self.heads)  # fmt: skip
             hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(rows, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return self.model.lm_head(self.inner.norm(hidden[:, -1]))
+
+    def _prefill(self, prompts: Sequence[Sequence[int]], longest: int) -> torch.Tensor:
+        """Runs each distinct prompt once, alone and unpadded, and copies its keys and values into the slots
+        of every row that has it (left-padded to `longest`); the logits of each row's last prompt token.
+
+        The k rows of a question share its prompt: it is computed once, not k times, and a row's prompt
+        computation does not depend on the other rows of its batch.
+        """
+        device = self.model.device
+        distinct: dict[tuple[int, ...], int] = {}
+        owner = torch.tensor([distinct.setdefault(tuple(prompt), len(distinct)) for prompt in prompts], device=device)
+        last_logits = []
+        for number, prompt in enumerate(distinct):
+            if not prompt:
+                raise ValueError("an empty prompt (the decoder needs at least one token, e.g. BOS)")
+            length = len(prompt)
+            shape = (1, self.kv_heads, length, self.head_dim)
+            alone = (
+                [self.keys[0].new_zeros(shape) for _ in self.keys],
+                [self.keys[0].new_zeros(shape) for _ in self.keys],
+            )
+            ids = torch.tensor([prompt], dtype=torch.long, device=device)
+            last_logits.append(self._forward(ids, torch.arange(length, device=device)[None], 0, None, alone))
+            members = (owner == number).nonzero()[:, 0]
+            for cache, own in zip(self.keys + self.values, alone[0] + alone[1], strict=True):
+                cache[members, :, longest - length : longest] = own
+        return torch.cat(last_logits)[owner]
 
     def _attend_one(
         self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
@@ -254,16 +241,17 @@ class StaticCacheDecoder:
         pad_token_id: int,
         stop: Callable[[int, int], bool] | None = None,
     ) -> list[list[int]]:
-        """New tokens for each prompt (left-padded into one batch), up to EOS, `stop(row, token)` or the cap.
+        """New tokens for each prompt, up to EOS, `stop(row, token)` or the cap.
 
-        `stop` is told each row's newest token and says whether the row is done (its token is kept).
+        `stop` is told each row's newest token and says whether the row is done (its token is kept). The
+        arguments are `generate_with_keys`'s, so the two are interchangeable; this loop never pads a prompt
+        (each distinct prompt runs alone), so `pad_token_id` goes unused.
         """
 
         def pick(logits: torch.Tensor, row_keys: torch.Tensor, step: int) -> torch.Tensor:
             return choose_tokens(logits, row_keys, step, temperature, top_p)
 
-        return self._run(prompts, keys, pick, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-                         pad_token_id=pad_token_id, stop=stop)  # fmt: skip
+        return self._run(prompts, keys, pick, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, stop=stop)
 
     @torch.inference_mode()
     def _run(
@@ -274,26 +262,19 @@ class StaticCacheDecoder:
         *,
         max_new_tokens: int,
         eos_token_id: int,
-        pad_token_id: int,
         stop: Callable[[int, int], bool] | None,
     ) -> list[list[int]]:
         """`generate` with `pick(logits, row_keys, step)` choosing each step's tokens (the batch's rows)."""
         device = self.model.device
         rows, longest = len(prompts), max(len(p) for p in prompts)
-        tokens = torch.full((rows, longest), pad_token_id, dtype=torch.long, device=device)
         valid = torch.zeros((rows, longest + max_new_tokens + GROW), dtype=torch.bool, device=device)
         for row, prompt in enumerate(prompts):
-            tokens[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             valid[row, longest - len(prompt) : longest] = True
         lengths = torch.tensor([len(p) for p in prompts], device=device)
-        positions = (torch.arange(longest, device=device) - (longest - lengths)[:, None]).clamp(min=0)
         self._allocate(rows, longest, self.inner.embed_tokens.weight)
-        slots = torch.arange(longest, device=device)
-        causal = (slots[None, :] <= slots[:, None])[None] & valid[:, None, :longest]
-        causal |= torch.eye(longest, dtype=torch.bool, device=device)[None]  # padding attends to itself: no NaN
-        logits = self._forward(tokens, positions, 0, causal[:, None])
+        logits = self._prefill(prompts, longest)
 
-        row_keys = torch.tensor([_signed(key) for key in keys], dtype=torch.int64, device=device)
+        row_keys = torch.tensor([signed(key) for key in keys], dtype=torch.int64, device=device)
         active = list(range(rows))  # the original row of each batch row
         alive = [True] * rows
         outputs: list[list[int]] = [[] for _ in range(rows)]
@@ -369,7 +350,7 @@ def generate_with_keys(
     for row, prompt in enumerate(prompts):
         ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
         mask[row, longest - len(prompt) :] = 1
-    row_keys = torch.tensor([_signed(key) for key in keys], dtype=torch.int64, device=device)
+    row_keys = torch.tensor([signed(key) for key in keys], dtype=torch.int64, device=device)
     outputs: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
 
