@@ -1,0 +1,172 @@
+"""Sampling speed against the field's engines, same run: rftlab's default sampler, `model.generate()` with a
+dynamic and with a static KV cache, and vLLM (the CPU build, when its venv exists: `make test-vllm`).
+
+Every sampler draws k paths for each of the same prompts at temperature 0.7 (no top-p), `max_new_tokens`
+each with EOS ignored, so that all generate the same number of tokens: the toy preset `m` (random
+weights) on toy-world questions, and SmolLM2-135M-Instruct (the GGUF de-quantized to a safetensors folder)
+on GSM8K train questions in its chat template. Reported: generated tokens/s (vLLM's engine start-up left
+out, every sampler warmed up first) and the share of the matmul peak measured in the same run at that dtype
+(2 x parameters FLOP a token). bf16 runs only where the bf16 matmul is faster than fp32 (bf16 units).
+
+    python benchmarks/bench_sample_peers.py [--models toy-m smollm2] [--questions 32] [--k 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rftlab.backends.base import row_key
+from rftlab.backends.hf import HFBackend
+from rftlab.decoding import generate_with_keys
+from rftlab.models import char_tokenizer, count_parameters, encode_prompt, load_model, new_toy_model
+from rftlab.toyworld import DEFAULT_CONFIG, make_split
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+TEMPERATURE = 0.7
+RESULT = "peer_vllm: "
+"""How peer_vllm.py marks its result line (vLLM prints to stdout too)."""
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> float:
+    """GFLOP/s of the best of several square matmuls at this dtype, after a warm-up."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def toy_model(folder: Path, questions: int) -> list[list[int]]:
+    """Saves the random toy `m` model in `folder`; the prompts of toy-world questions."""
+    tokenizer = char_tokenizer()
+    new_toy_model("m", tokenizer, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    train, _ = make_split(questions, 1, seed=0, config=DEFAULT_CONFIG)
+    return [encode_prompt(tokenizer, problem["query"], "compact") for problem in train]
+
+
+def smollm2_model(folder: Path, questions: int) -> list[list[int]]:
+    """Saves SmolLM2-135M-Instruct (de-quantized from the cached GGUF) in `folder`; GSM8K chat prompts."""
+    from smollm2 import cached_gguf
+
+    model, tokenizer = load_model(cached_gguf(), dtype="float32")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with GSM8K_TRAIN.open() as lines:
+        queries = [json.loads(next(lines))["query"] for _ in range(questions)]
+    return [encode_prompt(tokenizer, query, "chat") for query in queries]
+
+
+def rftlab_rate(backend: HFBackend, prompts: list[list[int]], k: int, new_tokens: int) -> float:
+    """Tokens/s of the backend's own decoder (the one `rftlab sample` runs), EOS ignored."""
+    rows = [prompt for prompt in prompts for _ in range(k)]
+    keys = [row_key(0, str(question), j) for question in range(len(prompts)) for j in range(k)]
+    options = {"max_new_tokens": new_tokens, "temperature": TEMPERATURE, "eos_token_id": -1, "pad_token_id": 0}
+    decode = generate_with_keys if backend.exact is None else None
+
+    def run(rows: list[list[int]], keys: list[int]) -> list[list[int]]:
+        if decode is not None:
+            return decode(backend.model, rows, keys, **options)
+        return backend.exact.generate(rows, keys, **options)
+
+    run(rows[: 2 * k], keys[: 2 * k])
+    start = time.perf_counter()
+    tokens = sum(len(path) for path in run(rows, keys))
+    return tokens / (time.perf_counter() - start)
+
+
+def generate_rate(model, prompts: list[list[int]], k: int, new_tokens: int, pad: int, static: bool) -> float:
+    """Tokens/s of `model.generate()` sampling k paths a prompt (left-padded batch), EOS ignored."""
+    extra = {"cache_implementation": "static"} if static else {}
+
+    def run(prompts: list[list[int]]) -> int:
+        longest = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=TEMPERATURE,
+                                 top_k=None, top_p=None, num_return_sequences=k, max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, pad_token_id=pad, **extra)  # fmt: skip
+        return out[:, longest:].numel()
+
+    run(prompts[:2])
+    start = time.perf_counter()
+    tokens = run(prompts)
+    return tokens / (time.perf_counter() - start)
+
+
+def vllm_rate(folder: Path, prompts: list[list[int]], k: int, new_tokens: int, dtype: str) -> tuple[float, str]:
+    """Tokens/s of vLLM in its own venv (benchmarks/peer_vllm.py), and its version."""
+    job = {"model": str(folder), "prompts": prompts, "k": k, "temperature": TEMPERATURE, "dtype": dtype,
+           "max_new_tokens": new_tokens, "max_model_len": max(map(len, prompts)) + new_tokens}  # fmt: skip
+    script = Path(__file__).with_name("peer_vllm.py")
+    done = subprocess.run([str(VLLM_PYTHON), str(script)], input=json.dumps(job), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"vLLM failed:\n{done.stderr[-3000:]}")
+    marked = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if not marked:
+        raise RuntimeError(f"vLLM printed no result:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    result = json.loads(marked[-1].removeprefix(RESULT))
+    return result["tokens"] / result["seconds"], result["version"]
+
+
+def bench_model(name: str, folder: Path, prompts: list[list[int]], args, dtype: str, peak: float) -> None:
+    model, tokenizer = load_model(folder, dtype=dtype)
+    model.eval()
+    flops = 2 * count_parameters(model)
+    backend = HFBackend(model, tokenizer)
+    pad = tokenizer.pad_token_id
+    rates = {f"rftlab ({backend.decoder})": rftlab_rate(backend, prompts, args.k, args.max_new_tokens)}
+    rates["generate(), dynamic cache"] = generate_rate(model, prompts, args.k, args.max_new_tokens, pad, False)
+    rates["generate(), static cache"] = generate_rate(model, prompts, args.k, args.max_new_tokens, pad, True)
+    if VLLM_PYTHON.exists() and not args.no_vllm:
+        rate, version = vllm_rate(folder, prompts, args.k, args.max_new_tokens, dtype)
+        rates[f"vLLM {version} (CPU build)"] = rate
+    lengths = [len(p) for p in prompts]
+    print(f"\n{name}, {dtype}: {len(prompts)} prompts x k={args.k} ({min(lengths)}-{max(lengths)} prompt tokens), "
+          f"{args.max_new_tokens} new tokens each, T={TEMPERATURE}")  # fmt: skip
+    ours = next(iter(rates.values()))
+    for sampler, rate in rates.items():
+        share = 100 * flops * rate / 1e9 / peak
+        print(f"  {sampler:<34} {rate:9,.0f} tokens/s  {share:5.1f}% of peak  rftlab x{ours / rate:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=("toy-m", "smollm2"), default=["toy-m", "smollm2"])
+    parser.add_argument("--questions", type=int, default=32, help="SmolLM2 prompts (the toy takes 2x as many)")
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--no-vllm", action="store_true", help="leave vLLM out even where its venv exists")
+    args = parser.parse_args()
+    peaks = {dtype: matmul_peak(getattr(torch, dtype)) for dtype in ("float32", "bfloat16")}
+    dtypes = ["float32"] + (["bfloat16"] if peaks["bfloat16"] > peaks["float32"] else [])
+    print(f"matmul peak (1024^3, {torch.get_num_threads()} threads): "
+          + ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in peaks.items())
+          + ("" if len(dtypes) == 2 else "; bf16 is slower here (no bf16 units): fp32 only"))  # fmt: skip
+    if not VLLM_PYTHON.exists():
+        print(f"vLLM: no {VLLM_PYTHON} (make test-vllm builds it): left out")
+    for name in args.models:
+        with tempfile.TemporaryDirectory() as folder:
+            make = toy_model if name == "toy-m" else smollm2_model
+            prompts = make(Path(folder), 2 * args.questions if name == "toy-m" else args.questions)
+            for dtype in dtypes:
+                bench_model(name, Path(folder), prompts, args, dtype, peaks[dtype])
+
+
+if __name__ == "__main__":
+    main()
