@@ -187,3 +187,21 @@ def test_generate_with_keys_trims_at_eos_and_stop():
 
     assert sampled(decode, batch, keys, stop=stop) == [free[0], free[1][:3], free[2]]
     assert [t for r, t in told if r == 1] == free[1][:3] and [t for r, t in told if r == 0] == free[0]
+
+
+def test_rows_that_share_a_prompt_match_generate_as_they_leave_the_batch():
+    model = tiny_model("llama-gqa", seed=4)
+    decoder, _ = exact_decoder(model)
+    distinct = prompts((4, 9, 2), seed=4)
+    batch = [distinct[i] for i in (0, 1, 0, 2, 0, 1)]  # groups of 3, 2 and 1 rows, interleaved
+    free = hf_greedy(model, batch, eos=VOCAB + 1)
+    ends = {0: 3, 1: 5, 3: 2}  # the batch compacts at half its rows; the third prompt's group leaves it
+    seen: dict[int, int] = {}
+
+    def stop(row: int, token: int) -> bool:
+        seen[row] = seen.get(row, 0) + 1
+        return seen[row] == ends.get(row)
+
+    ours = decoder.generate(batch, list(range(6)), max_new_tokens=NEW, temperature=0.0, eos_token_id=VOCAB + 1,
+                            pad_token_id=0, stop=stop)  # fmt: skip
+    assert ours == [tokens[: ends.get(row, NEW)] for row, tokens in enumerate(free)]

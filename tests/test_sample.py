@@ -257,3 +257,12 @@ def test_sampling_defaults_to_the_template_the_checkpoint_was_tuned_with(tiny, t
     assert main(["sample", "--model", str(tuned), "--data", str(data), "--out", str(out), "--max-new-tokens", "4",
                  "--template", "compact", "-q"]) == 0  # fmt: skip
     assert json.loads(out.with_name(out.name + ".meta.json").read_text())["settings"]["template"] == "compact"
+
+
+def test_draws_over_a_large_vocabulary_follow_the_softmax_in_every_block():
+    logits = (torch.randn(1, 700, generator=torch.Generator().manual_seed(0)) * 2.5).repeat(40000, 1)
+    counts = torch.bincount(choose_tokens(logits, torch.arange(40000), 3, 0.8, 1.0), minlength=700) / 40000
+    probabilities = (logits[0] / 0.8).softmax(-1)
+    assert (counts - probabilities).abs().max() < 0.006 and probabilities.max() > 0.05
+    rare = probabilities < 1e-3  # the tail: its share, not just the head's
+    assert abs(counts[rare].sum() - probabilities[rare].sum()) < 0.004

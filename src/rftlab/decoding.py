@@ -13,6 +13,8 @@ in the batch, and the k rows of a problem are independent draws. Two loops apply
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,9 +27,6 @@ if TYPE_CHECKING:
 
 COMPACT_BELOW = 0.75
 """Finished rows leave the batch once fewer than this share of its rows are still running."""
-GROW = 32
-"""Cache slots added at a time. Attention reads the whole (contiguous) cache, with unused slots masked:
-cheaper than reading a slice of a longer one, which copies it."""
 
 
 EXACT_ARCHITECTURES = ("llama", "mistral", "qwen2", "smollm3")
@@ -36,7 +35,7 @@ _ATTENTION_KINDS = ("full_attention", "sliding_attention")
 _TOLERANCE = {torch.float64: 1e-4, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 """Largest logit difference the check accepts, relative to the largest logit (a random 135M-parameter
 Llama, 30 layers: 8e-7 in float32, 2e-3 in float16, 2e-2 in bfloat16)."""
-_CHECK_LENGTHS = (5, 2, 7)  # the check's prompts; then _CHECK_STEPS tokens
+_CHECK_LENGTHS = (5, 2, 7, 5)  # the check's prompts (the last is the first's); then _CHECK_STEPS tokens
 _CHECK_STEPS = 3
 
 
@@ -97,13 +96,15 @@ def exact_decoder(model: PreTrainedModel) -> tuple[StaticCacheDecoder | None, st
 def _logits_error(decoder: StaticCacheDecoder, model: PreTrainedModel) -> float:
     """Largest difference between the decoder's and the model's logits, relative to the largest logit.
 
-    Three left-padded prompts, teacher-forced for a few steps; one row stops after the first step, so the
-    batch compacts, and the cache grows on the first step.
+    Four prompts, teacher-forced for a few steps: two rows share a prompt (and continue differently), two
+    rows stop after the first step, so the batch compacts and a prompt group leaves it; the generated
+    cache grows.
     """
     vocab = model.get_input_embeddings().num_embeddings
     width = max(_CHECK_LENGTHS) + _CHECK_STEPS
     rows = [[(7919 * (row + 1) * (i + 3) + 17 * i) % vocab for i in range(length + _CHECK_STEPS)] for row, length in
             enumerate(_CHECK_LENGTHS)]  # fmt: skip
+    rows[-1][: _CHECK_LENGTHS[-1]] = rows[0][: _CHECK_LENGTHS[0]]
     ours: dict[tuple[int, int], torch.Tensor] = {}
 
     def feed(logits: torch.Tensor, row_keys: torch.Tensor, step: int) -> torch.Tensor:
@@ -113,7 +114,7 @@ def _logits_error(decoder: StaticCacheDecoder, model: PreTrainedModel) -> float:
 
     prompts = [tokens[:length] for tokens, length in zip(rows, _CHECK_LENGTHS, strict=True)]
     decoder._run(prompts, range(len(rows)), feed, max_new_tokens=_CHECK_STEPS, eos_token_id=-1,
-                 stop=lambda row, token: row == 0)  # fmt: skip
+                 stop=lambda row, token: row < 2)  # fmt: skip
     device = model.device
     ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
@@ -121,12 +122,56 @@ def _logits_error(decoder: StaticCacheDecoder, model: PreTrainedModel) -> float:
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
     theirs = torch.stack([logits[row, width - _CHECK_STEPS - 1 + step] for row, step in ours]).float()
     difference = (torch.stack(list(ours.values())).float() - theirs).abs().max()
-    decoder.keys, decoder.values = [], []
     return (difference / theirs.abs().max().clamp(min=1e-6)).item()
 
 
+@dataclass
+class _Caches:
+    """The keys and values of one batch, per layer: each distinct prompt's once, for the group of rows that
+    share it (left-padded to the longest), and each row's generated ones (slot j: its j-th new token)."""
+
+    prompt_keys: list[torch.Tensor]
+    """[groups, kv heads, longest prompt, head dim]"""
+    prompt_values: list[torch.Tensor]
+    prompt_bias: torch.Tensor
+    """[groups, 1, 1, longest prompt]: 0, or -inf over a prompt's padding."""
+    keys: list[torch.Tensor]
+    """[rows, kv heads, capacity, head dim]"""
+    values: list[torch.Tensor]
+    group: torch.Tensor
+    """[rows]: each row's group."""
+    place: torch.Tensor
+    """[rows]: each row's place among its group's rows (< places)."""
+    places: int
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def grow(self) -> None:
+        """Doubles the slots for generated tokens."""
+        self.keys = [F.pad(cache, (0, 0, 0, self.capacity)) for cache in self.keys]
+        self.values = [F.pad(cache, (0, 0, 0, self.capacity)) for cache in self.values]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keeps these rows (and the groups they are in), dropping the rest."""
+        self.keys = [cache.index_select(0, rows) for cache in self.keys]
+        self.values = [cache.index_select(0, rows) for cache in self.values]
+        self.group, self.place = self.group[rows], self.place[rows]
+        groups, self.group = torch.unique(self.group, return_inverse=True)
+        if len(groups) < self.prompt_bias.shape[0]:
+            self.prompt_keys = [cache.index_select(0, groups) for cache in self.prompt_keys]
+            self.prompt_values = [cache.index_select(0, groups) for cache in self.prompt_values]
+            self.prompt_bias = self.prompt_bias.index_select(0, groups)
+
+
 class StaticCacheDecoder:
-    """Runs a Llama-style causal LM step by step over a static KV cache (where `exact_decoder` says it is exact)."""
+    """Runs a Llama-style causal LM step by step over its own KV cache (where `exact_decoder` says it is exact).
+
+    Each distinct prompt runs once, alone and unpadded; its keys and values are kept once for all the rows
+    that share it (the k paths of a question). A step's attention reads a group's prompt once for all its
+    rows, each row's generated tokens, and merges the two softmax parts (cascade attention).
+    """
 
     def __init__(self, model: PreTrainedModel) -> None:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -141,37 +186,16 @@ class StaticCacheDecoder:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.inner.layers[0].self_attn.scaling
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
-
-    def _allocate(self, rows: int, length: int, like: torch.Tensor) -> None:
-        shape = (rows, self.kv_heads, length, self.head_dim)
-        self.keys = [like.new_zeros(shape) for _ in self.inner.layers]
-        self.values = [like.new_zeros(shape) for _ in self.inner.layers]
-
-    @property
-    def capacity(self) -> int:
-        return self.keys[0].shape[2]
-
-    def _grow(self) -> None:
-        self.keys = [F.pad(cache, (0, 0, 0, GROW)) for cache in self.keys]
-        self.values = [F.pad(cache, (0, 0, 0, GROW)) for cache in self.values]
 
     def _forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, start: int, mask: torch.Tensor | None,
-        caches: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
+        self, tokens: torch.Tensor, positions: torch.Tensor,
+        attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:  # fmt: skip
-        """Logits of the last position; writes the keys and values of `tokens` at cache slots start...
-
-        For one decoding step (width 1), `mask` is an additive float bias [rows, 1, 1, capacity] (attention
-        over the whole cache); for a prompt it is None (one unpadded prompt, causal attention). `caches` are
-        the (keys, values) per layer to write and read: the decoder's own by default.
-        """
-        keys, values = caches or (self.keys, self.values)
+        """Logits of the last position; `attend(layer, q, k, v)` keeps the keys and values and gives the
+        attention output [rows, heads, width, head dim]."""
         rows, width = tokens.shape
         hidden = self.inner.embed_tokens(tokens)
         cos, sin = self.inner.rotary_emb(hidden, positions)
-        end = start + width
         for index, layer in enumerate(self.inner.layers):
             attention = layer.self_attn
             x = layer.input_layernorm(hidden)
@@ -180,54 +204,92 @@ class StaticCacheDecoder:
             v = attention.v_proj(x).view(rows, width, self.kv_heads, self.head_dim).transpose(1, 2)
             if getattr(attention, "use_rope", True):  # SmolLM3 leaves RoPE out of some layers
                 q, k = self._rotate(q, k, cos, sin)
-            keys[index][:, :, start:end] = k
-            values[index][:, :, start:end] = v
-            if width == 1:
-                out = self._attend_one(q, keys[index], values[index], mask)
-            else:
-                out = F.scaled_dot_product_attention(q, keys[index][:, :, :end], values[index][:, :, :end],
-                                                     is_causal=True, scale=self.scale,
-                                                     enable_gqa=self.kv_heads != self.heads)  # fmt: skip
+            out = attend(index, q, k, v)
             hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(rows, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return self.model.lm_head(self.inner.norm(hidden[:, -1]))
 
-    def _prefill(self, prompts: Sequence[Sequence[int]], longest: int) -> torch.Tensor:
-        """Runs each distinct prompt once, alone and unpadded, and copies its keys and values into the slots
-        of every row that has it (left-padded to `longest`); the logits of each row's last prompt token.
-
-        The k rows of a question share its prompt: it is computed once, not k times, and a row's prompt
-        computation does not depend on the other rows of its batch.
-        """
-        device = self.model.device
+    def _prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[_Caches, torch.Tensor]:
+        """Runs each distinct prompt once, alone (causal attention, no padding); the batch's caches and the
+        logits of each row's last prompt token. A row's prompt does not depend on the other rows."""
+        device, like = self.model.device, self.inner.embed_tokens.weight
         distinct: dict[tuple[int, ...], int] = {}
-        owner = torch.tensor([distinct.setdefault(tuple(prompt), len(distinct)) for prompt in prompts], device=device)
+        group = [distinct.setdefault(tuple(prompt), len(distinct)) for prompt in prompts]
+        if not all(distinct):
+            raise ValueError("an empty prompt (the decoder needs at least one token, e.g. BOS)")
+        longest, layers = max(map(len, distinct)), len(self.inner.layers)
+        shape = (len(distinct), self.kv_heads, longest, self.head_dim)
+        prompt_keys = [like.new_zeros(shape) for _ in range(layers)]
+        prompt_values = [like.new_zeros(shape) for _ in range(layers)]
+        bias = like.new_zeros((len(distinct), 1, 1, longest))
         last_logits = []
         for number, prompt in enumerate(distinct):
-            if not prompt:
-                raise ValueError("an empty prompt (the decoder needs at least one token, e.g. BOS)")
-            length = len(prompt)
-            shape = (1, self.kv_heads, length, self.head_dim)
-            alone = (
-                [self.keys[0].new_zeros(shape) for _ in self.keys],
-                [self.keys[0].new_zeros(shape) for _ in self.keys],
-            )
-            ids = torch.tensor([prompt], dtype=torch.long, device=device)
-            last_logits.append(self._forward(ids, torch.arange(length, device=device)[None], 0, None, alone))
-            members = (owner == number).nonzero()[:, 0]
-            for cache, own in zip(self.keys + self.values, alone[0] + alone[1], strict=True):
-                cache[members, :, longest - length : longest] = own
-        return torch.cat(last_logits)[owner]
+            start = longest - len(prompt)
+            bias[number, ..., :start] = float("-inf")
 
-    def _attend_one(
-        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
-    ) -> torch.Tensor:
-        """Attention of one query per row: query heads grouped onto their key-value head."""
-        rows = q.shape[0]
-        grouped = q.reshape(rows, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
-        scores = torch.matmul(grouped, keys.transpose(-1, -2)) * self.scale + bias
-        out = torch.matmul(scores.softmax(dim=-1), values)
+            attend = partial(self._attend_prompt, prompt_keys, prompt_values, number, start)
+            ids = torch.tensor([prompt], dtype=torch.long, device=device)
+            last_logits.append(self._forward(ids, torch.arange(len(prompt), device=device)[None], attend))
+        groups = torch.tensor(group, device=device)
+        counts: dict[int, int] = {}
+        place = []
+        for number in group:
+            place.append(counts.get(number, 0))
+            counts[number] = place[-1] + 1
+        generated = (len(prompts), self.kv_heads, 1, self.head_dim)
+        caches = _Caches(prompt_keys, prompt_values, bias, [like.new_zeros(generated) for _ in range(layers)],
+                         [like.new_zeros(generated) for _ in range(layers)], groups,
+                         torch.tensor(place, device=device), max(counts.values()))  # fmt: skip
+        return caches, torch.cat(last_logits)[groups]
+
+    def _attend_prompt(
+        self, keys: list[torch.Tensor], values: list[torch.Tensor], group: int, start: int,
+        index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """Causal attention over one prompt, whose keys and values go to its group's slots start..."""
+        keys[index][group, :, start:] = k[0]
+        values[index][group, :, start:] = v[0]
+        gqa = self.kv_heads != self.heads
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=gqa)
+
+    def _attend_step(self, caches: _Caches, index: int, q: torch.Tensor, filled: int) -> torch.Tensor:
+        """One query per row over its group's prompt and its own `filled` generated slots: the two parts'
+        scores share one softmax (their maxima and sums merged)."""
+        rows, groups = q.shape[0], caches.prompt_bias.shape[0]
+        kv, per_kv, width = self.kv_heads, self.heads // self.kv_heads, caches.prompt_bias.shape[-1]
+        query = q.reshape(rows, kv, per_kv, self.head_dim)
+        grouped = query.new_zeros((groups, caches.places, kv, per_kv, self.head_dim))
+        grouped[caches.group, caches.place] = query
+        grouped = grouped.transpose(1, 2).reshape(groups, kv, caches.places * per_kv, self.head_dim)
+        on_prompt = torch.matmul(grouped, caches.prompt_keys[index].transpose(-1, -2))
+        on_prompt = (on_prompt * self.scale + caches.prompt_bias).view(groups, kv, caches.places, per_kv, width)
+        on_prompt = on_prompt.transpose(1, 2)[caches.group, caches.place]  # [rows, kv, per_kv, width]
+        keys, values = caches.keys[index][:, :, :filled], caches.values[index][:, :, :filled]
+        on_generated = torch.matmul(query, keys.transpose(-1, -2)) * self.scale
+        top = torch.maximum(on_prompt.amax(dim=-1, keepdim=True), on_generated.amax(dim=-1, keepdim=True))
+        on_prompt, on_generated = (on_prompt - top).exp_(), (on_generated - top).exp_()
+        total = on_prompt.sum(dim=-1, keepdim=True) + on_generated.sum(dim=-1, keepdim=True)
+        weights = on_prompt.new_zeros((groups, caches.places, kv, per_kv, width))
+        weights[caches.group, caches.place] = on_prompt
+        weights = weights.transpose(1, 2).reshape(groups, kv, caches.places * per_kv, width)
+        from_prompt = torch.matmul(weights, caches.prompt_values[index])
+        from_prompt = from_prompt.view(groups, kv, caches.places, per_kv, -1).transpose(1, 2)[
+            caches.group, caches.place
+        ]
+        out = (from_prompt + torch.matmul(on_generated, values)) / total
         return out.reshape(rows, self.heads, 1, self.head_dim)
+
+    def _step(self, caches: _Caches, tokens: torch.Tensor, positions: torch.Tensor, slot: int) -> torch.Tensor:
+        """Logits after one new token per row, whose keys and values go to generated slot `slot`."""
+        if slot >= caches.capacity:
+            caches.grow()
+
+        def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            caches.keys[index][:, :, slot] = k[:, :, 0]
+            caches.values[index][:, :, slot] = v[:, :, 0]
+            return self._attend_step(caches, index, q, slot + 1)
+
+        return self._forward(tokens[:, None], positions[:, None], attend)
 
     def generate(
         self,
@@ -266,18 +328,12 @@ class StaticCacheDecoder:
     ) -> list[list[int]]:
         """`generate` with `pick(logits, row_keys, step)` choosing each step's tokens (the batch's rows)."""
         device = self.model.device
-        rows, longest = len(prompts), max(len(p) for p in prompts)
-        valid = torch.zeros((rows, longest + max_new_tokens + GROW), dtype=torch.bool, device=device)
-        for row, prompt in enumerate(prompts):
-            valid[row, longest - len(prompt) : longest] = True
+        caches, logits = self._prefill(prompts)
         lengths = torch.tensor([len(p) for p in prompts], device=device)
-        self._allocate(rows, longest, self.inner.embed_tokens.weight)
-        logits = self._prefill(prompts, longest)
-
         row_keys = torch.tensor([signed(key) for key in keys], dtype=torch.int64, device=device)
-        active = list(range(rows))  # the original row of each batch row
-        alive = [True] * rows
-        outputs: list[list[int]] = [[] for _ in range(rows)]
+        active = list(range(len(prompts)))  # the original row of each batch row
+        alive = [True] * len(prompts)
+        outputs: list[list[int]] = [[] for _ in prompts]
         for step in range(max_new_tokens):
             chosen = pick(logits, row_keys, step).tolist()
             for batch_row, token in enumerate(chosen):
@@ -295,21 +351,13 @@ class StaticCacheDecoder:
                 break
             if len(running) < COMPACT_BELOW * len(active):
                 keep = torch.tensor(running, device=device)
-                self.keys = [cache.index_select(0, keep) for cache in self.keys]
-                self.values = [cache.index_select(0, keep) for cache in self.values]
-                valid, lengths, row_keys = valid[keep], lengths[keep], row_keys[keep]
+                caches.keep(keep)
+                lengths, row_keys = lengths[keep], row_keys[keep]
                 chosen = [chosen[i] for i in running]
                 active = [active[i] for i in running]
                 alive = [True] * len(running)
-            slot = longest + step
-            if slot >= self.capacity:
-                self._grow()
-            valid[:, slot] = True
-            step_tokens = torch.tensor(chosen, dtype=torch.long, device=device)[:, None]
-            step_positions = (lengths + step)[:, None]
-            bias = torch.zeros((len(active), self.capacity), dtype=logits.dtype, device=device)
-            bias.masked_fill_(~valid[:, : self.capacity], float("-inf"))
-            logits = self._forward(step_tokens, step_positions, slot, bias[:, None, None, :])
+            step_tokens = torch.tensor(chosen, dtype=torch.long, device=device)
+            logits = self._step(caches, step_tokens, lengths + step, step)
         return outputs
 
 
