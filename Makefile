@@ -29,7 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reject.py
 	$(BIN)/python benchmarks/bench_train.py
-	$(BIN)/python benchmarks/bench_sample.py
+	$(BIN)/python benchmarks/bench_sample_peers.py
 	$(BIN)/python benchmarks/bench_toy_sft.py
 	$(BIN)/python benchmarks/bench_decoder_check.py
 

@@ -189,13 +189,17 @@ def test_generate_with_keys_trims_at_eos_and_stop():
     assert [t for r, t in told if r == 1] == free[1][:3] and [t for r, t in told if r == 0] == free[0]
 
 
-def test_rows_that_share_a_prompt_match_generate_as_they_leave_the_batch():
+@pytest.mark.parametrize(
+    ("order", "ends"),
+    [((0, 1, 0, 2, 0, 1), {0: 3, 1: 5, 3: 2}), ((0, 0, 1, 1, 2, 2), {0: 3, 4: 5, 5: 2})],
+    ids=["interleaved", "in-order"],
+)
+def test_rows_that_share_a_prompt_match_generate_as_they_leave_the_batch(order, ends):
     model = tiny_model("llama-gqa", seed=4)
     decoder, _ = exact_decoder(model)
     distinct = prompts((4, 9, 2), seed=4)
-    batch = [distinct[i] for i in (0, 1, 0, 2, 0, 1)]  # groups of 3, 2 and 1 rows, interleaved
+    batch = [distinct[i] for i in order]  # the batch compacts at half its rows; the third prompt's group leaves
     free = hf_greedy(model, batch, eos=VOCAB + 1)
-    ends = {0: 3, 1: 5, 3: 2}  # the batch compacts at half its rows; the third prompt's group leaves it
     seen: dict[int, int] = {}
 
     def stop(row: int, token: int) -> bool:

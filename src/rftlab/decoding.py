@@ -13,7 +13,7 @@ in the batch, and the k rows of a problem are independent draws. Two loops apply
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +143,39 @@ class _Caches:
     place: torch.Tensor
     """[rows]: each row's place among its group's rows (< places)."""
     places: int
+    in_order: bool = field(init=False, default=False)
+    """Set from the rows: see `_check_order`."""
+
+    def __post_init__(self) -> None:
+        self._check_order()
+
+    def _check_order(self) -> None:
+        """Whether row r is place r % places of group r // places (the rows as the backend gives them):
+        then rows and groups are views of each other, without gathering."""
+        groups = self.prompt_bias.shape[0]
+        self.in_order = len(self.group) == groups * self.places and bool(
+            (self.group * self.places + self.place == torch.arange(len(self.group), device=self.group.device)).all()
+        )
+
+    def to_groups(self, x: torch.Tensor) -> torch.Tensor:
+        """[rows, kv, per_kv, n] -> [groups, kv, places x per_kv, n]: each group's rows side by side (absent
+        places zero)."""
+        _, kv, per_kv, n = x.shape
+        groups = self.prompt_bias.shape[0]
+        if self.in_order:
+            grouped = x.view(groups, self.places, kv, per_kv, n)
+        else:
+            grouped = x.new_zeros((groups, self.places, kv, per_kv, n))
+            grouped[self.group, self.place] = x
+        return grouped.transpose(1, 2).reshape(groups, kv, self.places * per_kv, n)
+
+    def to_rows(self, y: torch.Tensor) -> torch.Tensor:
+        """[groups, kv, places x per_kv, n] -> [rows, kv, per_kv, n], the inverse of `to_groups`."""
+        groups, kv, _, n = y.shape
+        by_place = y.view(groups, kv, self.places, -1, n).transpose(1, 2)
+        if self.in_order:
+            return by_place.reshape(len(self.group), kv, -1, n)
+        return by_place[self.group, self.place]
 
     @property
     def capacity(self) -> int:
@@ -163,6 +196,7 @@ class _Caches:
             self.prompt_keys = [cache.index_select(0, groups) for cache in self.prompt_keys]
             self.prompt_values = [cache.index_select(0, groups) for cache in self.prompt_values]
             self.prompt_bias = self.prompt_bias.index_select(0, groups)
+        self._check_order()
 
 
 class StaticCacheDecoder:
@@ -255,27 +289,16 @@ class StaticCacheDecoder:
     def _attend_step(self, caches: _Caches, index: int, q: torch.Tensor, filled: int) -> torch.Tensor:
         """One query per row over its group's prompt and its own `filled` generated slots: the two parts'
         scores share one softmax (their maxima and sums merged)."""
-        rows, groups = q.shape[0], caches.prompt_bias.shape[0]
-        kv, per_kv, width = self.kv_heads, self.heads // self.kv_heads, caches.prompt_bias.shape[-1]
-        query = q.reshape(rows, kv, per_kv, self.head_dim)
-        grouped = query.new_zeros((groups, caches.places, kv, per_kv, self.head_dim))
-        grouped[caches.group, caches.place] = query
-        grouped = grouped.transpose(1, 2).reshape(groups, kv, caches.places * per_kv, self.head_dim)
-        on_prompt = torch.matmul(grouped, caches.prompt_keys[index].transpose(-1, -2))
-        on_prompt = (on_prompt * self.scale + caches.prompt_bias).view(groups, kv, caches.places, per_kv, width)
-        on_prompt = on_prompt.transpose(1, 2)[caches.group, caches.place]  # [rows, kv, per_kv, width]
+        rows = q.shape[0]
+        query = q.reshape(rows, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
+        on_prompt = torch.matmul(caches.to_groups(query), caches.prompt_keys[index].transpose(-1, -2))
+        on_prompt = caches.to_rows(on_prompt * self.scale + caches.prompt_bias)
         keys, values = caches.keys[index][:, :, :filled], caches.values[index][:, :, :filled]
         on_generated = torch.matmul(query, keys.transpose(-1, -2)) * self.scale
         top = torch.maximum(on_prompt.amax(dim=-1, keepdim=True), on_generated.amax(dim=-1, keepdim=True))
         on_prompt, on_generated = (on_prompt - top).exp_(), (on_generated - top).exp_()
         total = on_prompt.sum(dim=-1, keepdim=True) + on_generated.sum(dim=-1, keepdim=True)
-        weights = on_prompt.new_zeros((groups, caches.places, kv, per_kv, width))
-        weights[caches.group, caches.place] = on_prompt
-        weights = weights.transpose(1, 2).reshape(groups, kv, caches.places * per_kv, width)
-        from_prompt = torch.matmul(weights, caches.prompt_values[index])
-        from_prompt = from_prompt.view(groups, kv, caches.places, per_kv, -1).transpose(1, 2)[
-            caches.group, caches.place
-        ]
+        from_prompt = caches.to_rows(torch.matmul(caches.to_groups(on_prompt), caches.prompt_values[index]))
         out = (from_prompt + torch.matmul(on_generated, values)) / total
         return out.reshape(rows, self.heads, 1, self.head_dim)
 
