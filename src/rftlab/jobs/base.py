@@ -39,13 +39,15 @@ def option(
     parse: Callable[[str], Any] | None = None,
     show: Callable[[Any], str] | None = None,
     nargs: str | None = None,
+    negatable: bool = False,
 ) -> Any:
     """A job field with what its command-line flag needs. `parse`/`show` turn a flag's text into the value and
     back (e.g. "2,3" <-> (2, 3)); `exclusive` names a group of flags of which at most one may be given;
-    `nargs="+"` takes a tuple's items after one flag (else the flag repeats per item)."""
+    `nargs="+"` takes a tuple's items after one flag (else the flag repeats per item). A `bool | None` field
+    is a flag that says "on"; `negatable` makes it three-way: --x (True), --no-x (False), neither (None)."""
     metadata = {"help": help, "kind": kind, "flag": flag, "short": short, "metavar": metavar, "choices": choices,
                 "group": group, "exclusive": exclusive, "positional": positional, "parse": parse, "show": show,
-                "nargs": nargs}  # fmt: skip
+                "nargs": nargs, "negatable": negatable}  # fmt: skip
     if isinstance(default, (list, dict, set)):
         raise TypeError("job defaults must be immutable")
     return dataclasses.field(default=default, metadata=metadata)
@@ -81,13 +83,13 @@ class Job:
         positional: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or value is False or value == f.default:
+            if value is None or value == f.default or (value is False and not f.metadata.get("negatable")):
                 continue
             texts = _texts(f, value)
             if f.metadata.get("positional"):
                 positional += texts
-            elif value is True:
-                words.append(flag_of(f))
+            elif isinstance(value, bool):
+                words.append(flag_of(f) if value else "--no-" + flag_of(f).removeprefix("--"))
             else:
                 repeat = isinstance(value, tuple) and f.metadata.get("show") is None and not f.metadata.get("nargs")
                 words += [item for text in texts for item in (flag_of(f), text)] if repeat else [flag_of(f), *texts]
@@ -164,7 +166,8 @@ def _argument(f: dataclasses.Field, hint: Any) -> tuple[list[str], dict[str, Any
         return [f.name], {k: v for k, v in spec.items() if v is not None}
     names = [flag_of(f)] + ([meta["short"]] if meta.get("short") else [])
     if kind is bool:
-        spec.update(action="store_true", default=None if optional else False)
+        action = argparse.BooleanOptionalAction if meta.get("negatable") else "store_true"
+        spec.update(action=action, default=None if optional else False)
         return names, spec
     spec.update(default=None if required else f.default, type=_converter(f, kind))
     if required:

