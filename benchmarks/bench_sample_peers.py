@@ -25,7 +25,7 @@ import torch
 from rftlab.backends.base import row_key
 from rftlab.backends.hf import HFBackend
 from rftlab.decoding import generate_with_keys
-from rftlab.models import char_tokenizer, count_parameters, encode_prompt, load_model, new_toy_model
+from rftlab.models import char_tokenizer, count_parameters, encode_prompt, load_model, load_tokenizer, new_toy_model
 from rftlab.toyworld import DEFAULT_CONFIG, make_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def _seconds(work) -> float:
 
 
 def toy_model(folder: Path, questions: int) -> list[list[int]]:
-    """Saves the random toy `m` model in `folder`; the prompts of toy-world questions."""
+    """Saves the random toy `m` model in `folder`; the compact prompts of toy-world questions."""
     tokenizer = char_tokenizer()
     new_toy_model("m", tokenizer, seed=0).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -59,16 +59,16 @@ def toy_model(folder: Path, questions: int) -> list[list[int]]:
     return [encode_prompt(tokenizer, problem["query"], "compact") for problem in train]
 
 
-def smollm2_model(folder: Path, questions: int) -> list[list[int]]:
-    """Saves SmolLM2-135M-Instruct (de-quantized from the cached GGUF) in `folder`; GSM8K chat prompts."""
+def smollm2_model(questions: int) -> tuple[Path, list[list[int]]]:
+    """SmolLM2-135M-Instruct as the vLLM backend's cached safetensors copy of the GGUF; GSM8K chat prompts."""
+    from rftlab.backends.vllm import gguf_folder
     from smollm2 import cached_gguf
 
-    model, tokenizer = load_model(cached_gguf(), dtype="float32")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = gguf_folder(cached_gguf())
+    tokenizer = load_tokenizer(folder)
     with GSM8K_TRAIN.open() as lines:
         queries = [json.loads(next(lines))["query"] for _ in range(questions)]
-    return [encode_prompt(tokenizer, query, "chat") for query in queries]
+    return folder, [encode_prompt(tokenizer, query, "chat") for query in queries]
 
 
 def rftlab_rate(backend: HFBackend, prompts: list[list[int]], k: int, new_tokens: int) -> float:
@@ -161,11 +161,13 @@ def main() -> None:
     if not VLLM_PYTHON.exists():
         print(f"vLLM: no {VLLM_PYTHON} (make test-vllm builds it): left out")
     for name in args.models:
-        with tempfile.TemporaryDirectory() as folder:
-            make = toy_model if name == "toy-m" else smollm2_model
-            prompts = make(Path(folder), 2 * args.questions if name == "toy-m" else args.questions)
+        with tempfile.TemporaryDirectory() as scratch:
+            if name == "toy-m":
+                folder, prompts = Path(scratch), toy_model(Path(scratch), 2 * args.questions)
+            else:
+                folder, prompts = smollm2_model(args.questions)
             for dtype in dtypes:
-                bench_model(name, Path(folder), prompts, args, dtype, peaks[dtype])
+                bench_model(name, folder, prompts, args, dtype, peaks[dtype])
 
 
 if __name__ == "__main__":
