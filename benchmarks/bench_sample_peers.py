@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from bench_train import matmul_peak_gflops
 from rftlab.backends.base import row_key
 from rftlab.backends.hf import HFBackend
 from rftlab.decoding import generate_with_keys
@@ -34,20 +35,6 @@ GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 TEMPERATURE = 0.7
 RESULT = "peer_vllm: "
 """How peer_vllm.py marks its result line (vLLM prints to stdout too)."""
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> float:
-    """GFLOP/s of the best of several square matmuls at this dtype, after a warm-up."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
-
-
-def _seconds(work) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def toy_model(folder: Path, questions: int) -> list[list[int]]:
@@ -76,11 +63,10 @@ def rftlab_rate(backend: HFBackend, prompts: list[list[int]], k: int, new_tokens
     rows = [prompt for prompt in prompts for _ in range(k)]
     keys = [row_key(0, str(question), j) for question in range(len(prompts)) for j in range(k)]
     options = {"max_new_tokens": new_tokens, "temperature": TEMPERATURE, "eos_token_id": -1, "pad_token_id": 0}
-    decode = generate_with_keys if backend.exact is None else None
 
     def run(rows: list[list[int]], keys: list[int]) -> list[list[int]]:
-        if decode is not None:
-            return decode(backend.model, rows, keys, **options)
+        if backend.exact is None:
+            return generate_with_keys(backend.model, rows, keys, **options)
         return backend.exact.generate(rows, keys, **options)
 
     run(rows[: 2 * k], keys[: 2 * k])
@@ -153,7 +139,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--no-vllm", action="store_true", help="leave vLLM out even where its venv exists")
     args = parser.parse_args()
-    peaks = {dtype: matmul_peak(getattr(torch, dtype)) for dtype in ("float32", "bfloat16")}
+    peaks = {dtype: matmul_peak_gflops(1024, 3, getattr(torch, dtype)) for dtype in ("float32", "bfloat16")}
     dtypes = ["float32"] + (["bfloat16"] if peaks["bfloat16"] > peaks["float32"] else [])
     print(f"matmul peak (1024^3, {torch.get_num_threads()} threads): "
           + ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in peaks.items())

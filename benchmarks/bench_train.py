@@ -26,9 +26,9 @@ from rftlab.train import IGNORE_INDEX, recipe_with, sft_example, train_causal_lm
 BATCH, LEARNING_RATE, WARMUP_STEPS = 16, 3e-3, 5
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """The best of several fp32 square matmuls, after two warm-ups."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of the best of several square matmuls at this dtype, after two warm-ups."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     times = []
     for repeat in range(repeats + 2):
         start = time.perf_counter()

@@ -1,10 +1,10 @@
-"""Batched decoding with keyed sampling noise, for any Hugging Face causal LM.
+"""Batched decoding with keyed draws (`rftlab.draws`), for any Hugging Face causal LM.
 
-Sampling draws Gumbel noise from a counter-based hash of (row key, step, token), so a row's path depends
+Each step's token of a row is drawn from a counter-based hash of (row key, step), so a row's path depends
 only on its key and its logits: the same (seed, problem, sample index) gives the same path whatever else is
 in the batch, and the k rows of a problem are independent draws. Two loops apply it:
 
-- `StaticCacheDecoder`: a tight loop over a Llama-style model's own modules and a static KV cache. It runs
+- `StaticCacheDecoder`: a tight loop over a Llama-style model's own modules and its own KV cache. It runs
   only what `exact_decoder` admits: an allow-listed architecture whose logits match the model's own
   forward on a small batch (other models can look alike and compute something else: Granite's multipliers).
 - `generate_with_keys`: `model.generate` with the same keyed choice, for every other architecture.
