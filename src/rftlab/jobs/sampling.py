@@ -37,7 +37,7 @@ class SamplingOptions(Job):
     max_model_len: int | None = option(None, "context length (default: the model's)", metavar="TOKENS", group=ENGINE)
     distributed_executor_backend: str | None = option(None, "ray: TP/PP across nodes", choices=("mp", "ray"),
                                                       group=ENGINE)  # fmt: skip
-    enforce_eager: bool | None = option(None, "no CUDA graphs (faster start)", group=ENGINE)
+    enforce_eager: bool | None = option(None, "no CUDA graphs or torch.compile (faster start)", group=ENGINE)
     enable_chunked_prefill: bool | None = option(None, "let vLLM split a prompt's prefill over steps (default: off on "
                                                  "the CPU, where seeded sampling crashes with it; vLLM's choice on a "
                                                  "GPU)", negatable=True, group=ENGINE)  # fmt: skip
