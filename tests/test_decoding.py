@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from rftlab.decoding import StaticCacheDecoder, exact_decoder, generate_with_keys
+from rftlab.decoding import StaticCacheDecoder, _prefill_batches, exact_decoder, generate_with_keys
 
 VOCAB, NEW = 160, 66
 STOP_AFTER = {0: 5, 3: 9}  # rows that `stop` ends after this many tokens
@@ -209,3 +209,15 @@ def test_rows_that_share_a_prompt_match_generate_as_they_leave_the_batch(order, 
     ours = decoder.generate(batch, list(range(6)), max_new_tokens=NEW, temperature=0.0, eos_token_id=VOCAB + 1,
                             pad_token_id=0, stop=stop)  # fmt: skip
     assert ours == [tokens[: ends.get(row, NEW)] for row, tokens in enumerate(free)]
+
+
+def test_prefill_batches_of_prompts_by_length_give_the_paths_of_prompts_alone(monkeypatch):
+    model = tiny_model("qwen2", seed=5)
+    decoder, _ = exact_decoder(model)
+    batch = prompts((4, 9, 2, 6, 11, 3, 17, 9, 30), seed=5)
+    keys = list(range(50, 50 + len(batch)))
+    one_batch = sampled(decoder.generate, batch, keys)
+    monkeypatch.setattr("rftlab.decoding.PREFILL_TOKENS", 20)  # six prefill batches, one prompt wider than that
+    assert _prefill_batches([len(p) for p in batch]) == [[2, 5, 0], [3, 1], [7], [4], [6], [8]]
+    assert sampled(decoder.generate, batch, keys) == one_batch
+    assert [sampled(decoder.generate, [p], [key])[0] for p, key in zip(batch, keys, strict=True)] == one_batch

@@ -2,7 +2,10 @@
 
 Each step's token of a row is drawn from a counter-based hash of (row key, step), so a row's path depends
 only on its key and its logits: the same (seed, problem, sample index) gives the same path whatever else is
-in the batch, and the k rows of a problem are independent draws. Two loops apply it:
+in the batch, and the k rows of a problem are independent draws. A row's logits are computed from its own
+tokens only, but matrix products of other shapes can round them differently in the last bits (~1e-6), which
+changes a draw only where its number falls that close to a boundary (toy `m`, 256 paths of 128 tokens, in
+one batch or a question at a time: all identical). Two loops apply it:
 
 - `StaticCacheDecoder`: a tight loop over a Llama-style model's own modules and its own KV cache. It runs
   only what `exact_decoder` admits: an allow-listed architecture whose logits match the model's own
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 
 COMPACT_BELOW = 0.75
 """Finished rows leave the batch once fewer than this share of its rows are still running."""
+PREFILL_TOKENS = 4096
+"""Most tokens (padding included) in one prefill batch."""
 
 
 EXACT_ARCHITECTURES = ("llama", "mistral", "qwen2", "smollm3")
@@ -128,13 +133,13 @@ def _logits_error(decoder: StaticCacheDecoder, model: PreTrainedModel) -> float:
 @dataclass
 class _Caches:
     """The keys and values of one batch, per layer: each distinct prompt's once, for the group of rows that
-    share it (left-padded to the longest), and each row's generated ones (slot j: its j-th new token)."""
+    share it (right-padded to the longest), and each row's generated ones (slot j: its j-th new token)."""
 
     prompt_keys: list[torch.Tensor]
     """[groups, kv heads, longest prompt, head dim]"""
     prompt_values: list[torch.Tensor]
     prompt_bias: torch.Tensor
-    """[groups, 1, 1, longest prompt]: 0, or -inf over a prompt's padding."""
+    """[groups, 1, 1, longest prompt]: 0 over a prompt's tokens, -inf over the padding after them."""
     keys: list[torch.Tensor]
     """[rows, kv heads, capacity, head dim]"""
     values: list[torch.Tensor]
@@ -199,12 +204,31 @@ class _Caches:
         self._check_order()
 
 
+def _softmax_part(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """exp(scores - m) @ values, m (the scores' maximum) and the sum of exp(scores - m); overwrites `scores`."""
+    top = scores.amax(dim=-1, keepdim=True)
+    weights = scores.sub_(top).exp_()
+    return torch.matmul(weights, values), top, weights.sum(dim=-1, keepdim=True)
+
+
+def _prefill_batches(lengths: Sequence[int]) -> list[list[int]]:
+    """The prompts (by number) in batches for prefill: by length, each batch at most PREFILL_TOKENS tokens
+    wide x long (one prompt at least), so that padding stays small."""
+    batches: list[list[int]] = []
+    for number in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if not batches or (len(batches[-1]) + 1) * lengths[number] > PREFILL_TOKENS:
+            batches.append([])
+        batches[-1].append(number)
+    return batches
+
+
 class StaticCacheDecoder:
     """Runs a Llama-style causal LM step by step over its own KV cache (where `exact_decoder` says it is exact).
 
-    Each distinct prompt runs once, alone and unpadded; its keys and values are kept once for all the rows
-    that share it (the k paths of a question). A step's attention reads a group's prompt once for all its
-    rows, each row's generated tokens, and merges the two softmax parts (cascade attention).
+    Each distinct prompt runs once (prefill in right-padded batches of similar lengths); its keys and values
+    are kept once for all the rows that share it (the k paths of a question). A step's attention reads a
+    group's prompt once for all its rows, each row's generated tokens, and merges the two softmax parts
+    (cascade attention).
     """
 
     def __init__(self, model: PreTrainedModel) -> None:
@@ -224,9 +248,10 @@ class StaticCacheDecoder:
     def _forward(
         self, tokens: torch.Tensor, positions: torch.Tensor,
         attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
-        """Logits of the last position; `attend(layer, q, k, v)` keeps the keys and values and gives the
-        attention output [rows, heads, width, head dim]."""
+        """Logits of each row's position `last` (default: the final one); `attend(layer, q, k, v)` keeps the keys
+        and values and gives the attention output [rows, heads, width, head dim]."""
         rows, width = tokens.shape
         hidden = self.inner.embed_tokens(tokens)
         cos, sin = self.inner.rotary_emb(hidden, positions)
@@ -241,29 +266,31 @@ class StaticCacheDecoder:
             out = attend(index, q, k, v)
             hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(rows, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.model.lm_head(self.inner.norm(hidden[:, -1]))
+        ends = hidden[:, -1] if last is None else hidden[torch.arange(rows, device=hidden.device), last]
+        return self.model.lm_head(self.inner.norm(ends))
 
     def _prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[_Caches, torch.Tensor]:
-        """Runs each distinct prompt once, alone (causal attention, no padding); the batch's caches and the
-        logits of each row's last prompt token. A row's prompt does not depend on the other rows."""
+        """Runs each distinct prompt once (causal attention; batches of similar lengths, right-padded, so no
+        real token sees a pad); the batch's caches and the logits of each row's last prompt token."""
         device, like = self.model.device, self.inner.embed_tokens.weight
         distinct: dict[tuple[int, ...], int] = {}
         group = [distinct.setdefault(tuple(prompt), len(distinct)) for prompt in prompts]
         if not all(distinct):
             raise ValueError("an empty prompt (the decoder needs at least one token, e.g. BOS)")
-        longest, layers = max(map(len, distinct)), len(self.inner.layers)
-        shape = (len(distinct), self.kv_heads, longest, self.head_dim)
+        unique, layers = list(distinct), len(self.inner.layers)
+        lengths = torch.tensor([len(prompt) for prompt in unique], device=device)
+        shape = (len(unique), self.kv_heads, max(map(len, unique)), self.head_dim)
         prompt_keys = [like.new_zeros(shape) for _ in range(layers)]
         prompt_values = [like.new_zeros(shape) for _ in range(layers)]
-        bias = like.new_zeros((len(distinct), 1, 1, longest))
-        last_logits = []
-        for number, prompt in enumerate(distinct):
-            start = longest - len(prompt)
-            bias[number, ..., :start] = float("-inf")
-
-            attend = partial(self._attend_prompt, prompt_keys, prompt_values, number, start)
-            ids = torch.tensor([prompt], dtype=torch.long, device=device)
-            last_logits.append(self._forward(ids, torch.arange(len(prompt), device=device)[None], attend))
+        bias = torch.where(torch.arange(shape[2], device=device) < lengths[:, None], 0.0, float("-inf"))
+        last_logits = like.new_empty((len(unique), self.model.lm_head.out_features))
+        for batch in _prefill_batches([len(prompt) for prompt in unique]):
+            width = len(unique[batch[-1]])
+            ids = torch.tensor([[*unique[n], *[0] * (width - len(unique[n]))] for n in batch], device=device)
+            numbers = torch.tensor(batch, device=device)
+            attend = partial(self._attend_prompt, prompt_keys, prompt_values, numbers)
+            positions = torch.arange(width, device=device).expand(len(batch), width)
+            last_logits[numbers] = self._forward(ids, positions, attend, last=lengths[numbers] - 1)
         groups = torch.tensor(group, device=device)
         counts: dict[int, int] = {}
         place = []
@@ -271,35 +298,39 @@ class StaticCacheDecoder:
             place.append(counts.get(number, 0))
             counts[number] = place[-1] + 1
         generated = (len(prompts), self.kv_heads, 1, self.head_dim)
-        caches = _Caches(prompt_keys, prompt_values, bias, [like.new_zeros(generated) for _ in range(layers)],
+        caches = _Caches(prompt_keys, prompt_values, bias[:, None, None].to(like.dtype),
+                         [like.new_zeros(generated) for _ in range(layers)],
                          [like.new_zeros(generated) for _ in range(layers)], groups,
                          torch.tensor(place, device=device), max(counts.values()))  # fmt: skip
-        return caches, torch.cat(last_logits)[groups]
+        return caches, last_logits[groups]
 
     def _attend_prompt(
-        self, keys: list[torch.Tensor], values: list[torch.Tensor], group: int, start: int,
+        self, keys: list[torch.Tensor], values: list[torch.Tensor], numbers: torch.Tensor,
         index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
-        """Causal attention over one prompt, whose keys and values go to its group's slots start..."""
-        keys[index][group, :, start:] = k[0]
-        values[index][group, :, start:] = v[0]
+        """Causal attention over a batch of right-padded prompts, whose keys and values go to the slots of
+        their groups (`numbers`)."""
+        width = k.shape[2]
+        keys[index][numbers, :, :width] = k
+        values[index][numbers, :, :width] = v
         gqa = self.kv_heads != self.heads
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=gqa)
 
     def _attend_step(self, caches: _Caches, index: int, q: torch.Tensor, filled: int) -> torch.Tensor:
-        """One query per row over its group's prompt and its own `filled` generated slots: the two parts'
-        scores share one softmax (their maxima and sums merged)."""
+        """One query per row over its group's prompt and its own `filled` generated slots: the softmax of each
+        part apart (its maximum and sum kept), then the two merged into one."""
         rows = q.shape[0]
-        query = q.reshape(rows, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
+        query = (q * self.scale).reshape(rows, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
         on_prompt = torch.matmul(caches.to_groups(query), caches.prompt_keys[index].transpose(-1, -2))
-        on_prompt = caches.to_rows(on_prompt * self.scale + caches.prompt_bias)
-        keys, values = caches.keys[index][:, :, :filled], caches.values[index][:, :, :filled]
-        on_generated = torch.matmul(query, keys.transpose(-1, -2)) * self.scale
-        top = torch.maximum(on_prompt.amax(dim=-1, keepdim=True), on_generated.amax(dim=-1, keepdim=True))
-        on_prompt, on_generated = (on_prompt - top).exp_(), (on_generated - top).exp_()
-        total = on_prompt.sum(dim=-1, keepdim=True) + on_generated.sum(dim=-1, keepdim=True)
-        from_prompt = caches.to_rows(torch.matmul(caches.to_groups(on_prompt), caches.prompt_values[index]))
-        out = (from_prompt + torch.matmul(on_generated, values)) / total
+        prompt = _softmax_part(on_prompt.add_(caches.prompt_bias), caches.prompt_values[index])
+        from_prompt, top_prompt, sum_prompt = map(caches.to_rows, prompt)
+        on_generated = torch.matmul(query, caches.keys[index][:, :, :filled].transpose(-1, -2))
+        from_generated, top_generated, sum_generated = _softmax_part(on_generated, caches.values[index][:, :, :filled])
+        top = torch.maximum(top_prompt, top_generated)
+        prompt_share, generated_share = (top_prompt - top).exp_(), (top_generated - top).exp_()
+        out = (from_prompt * prompt_share + from_generated * generated_share) / (
+            sum_prompt * prompt_share + sum_generated * generated_share
+        )
         return out.reshape(rows, self.heads, 1, self.head_dim)
 
     def _step(self, caches: _Caches, tokens: torch.Tensor, positions: torch.Tensor, slot: int) -> torch.Tensor:
@@ -329,8 +360,8 @@ class StaticCacheDecoder:
         """New tokens for each prompt, up to EOS, `stop(row, token)` or the cap.
 
         `stop` is told each row's newest token and says whether the row is done (its token is kept). The
-        arguments are `generate_with_keys`'s, so the two are interchangeable; this loop never pads a prompt
-        (each distinct prompt runs alone), so `pad_token_id` goes unused.
+        arguments are `generate_with_keys`'s, so the two are interchangeable; this loop pads a prompt only after
+        its end, where causal attention keeps its tokens from looking, so `pad_token_id` goes unused.
         """
 
         def pick(logits: torch.Tensor, row_keys: torch.Tensor, step: int) -> torch.Tensor:

@@ -51,12 +51,14 @@ def _last_positive(weights: torch.Tensor) -> torch.Tensor:
 
 def inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """For each row of non-negative `weights` [rows, n] (some positive), the index i where `uniform` x total
-    falls in the cumulative sums: index i with probability weights[i] / total. Sums run in float64 over blocks
-    of BLOCK entries, then inside the chosen block; never an index of weight 0."""
+    falls in the cumulative sums: index i with probability weights[i] / total. Blocks of BLOCK entries are
+    summed in the weights' precision, their running totals in float64, then the chosen block's entries in
+    float64; never an index of weight 0."""
     rows, width = weights.shape
     blocks = -(-width // BLOCK)
-    grid = F.pad(weights, (0, blocks * BLOCK - width)).view(rows, blocks, BLOCK)
-    block_totals = grid.sum(dim=-1, dtype=torch.float64)
+    padded = weights if width == blocks * BLOCK else F.pad(weights, (0, blocks * BLOCK - width))
+    grid = padded.view(rows, blocks, BLOCK)
+    block_totals = grid.sum(dim=-1).double()  # summing in float64 would copy the whole vocabulary to it
     running = block_totals.cumsum(dim=-1)
     target = uniforms * running[:, -1]
     block = torch.searchsorted(running, target[:, None], right=True)[:, 0]
@@ -77,7 +79,7 @@ def choose_tokens(
     scaled = logits.float() / temperature
     uniforms = row_uniforms(keys, step)
     if top_p >= 1.0:
-        return inverse_cdf((scaled - scaled.amax(dim=-1, keepdim=True)).exp_(), uniforms)
+        return inverse_cdf(torch.softmax(scaled, dim=-1), uniforms)
     ordered, order = scaled.sort(dim=-1, descending=True, stable=True)
     weights = (ordered - ordered[:, :1]).exp_()
     mass = weights / weights.sum(dim=-1, keepdim=True)
