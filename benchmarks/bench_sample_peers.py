@@ -4,11 +4,12 @@ dynamic and with a static KV cache, and vLLM (the CPU build, when its venv exist
 Every sampler draws k paths for each of the same prompts at temperature 0.7 (no top-p), `max_new_tokens`
 each with EOS ignored, so that all generate the same number of tokens: the toy preset `m` (random
 weights) on toy-world questions, and SmolLM2-135M-Instruct (the GGUF de-quantized to a safetensors folder)
-on GSM8K train questions in its chat template. Reported: generated tokens/s (vLLM's engine start-up left
-out, every sampler warmed up first) and the share of the matmul peak measured in the same run at that dtype
-(2 x parameters FLOP a token). bf16 runs only where the bf16 matmul is faster than fp32 (bf16 units).
+on GSM8K train questions in its chat template. Reported: generated tokens/s, the best of --repeats runs
+(rftlab and generate() take turns; vLLM's runs follow one engine start-up, which is left out; every
+sampler warmed up first), and the share of the matmul peak measured in the same run at that dtype (2 x
+parameters FLOP a token). bf16 runs only where the bf16 matmul is faster than fp32 (bf16 units).
 
-    python benchmarks/bench_sample_peers.py [--models toy-m smollm2] [--questions 32] [--k 4]
+    python benchmarks/bench_sample_peers.py [--models toy-m smollm2] [--questions 32] [--k 4] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -58,28 +60,26 @@ def smollm2_model(questions: int) -> tuple[Path, list[list[int]]]:
     return folder, [encode_prompt(tokenizer, query, "chat") for query in queries]
 
 
-def rftlab_rate(backend: HFBackend, prompts: list[list[int]], k: int, new_tokens: int) -> float:
-    """Tokens/s of the backend's own decoder (the one `rftlab sample` runs), EOS ignored."""
+def rftlab_run(backend: HFBackend, prompts: list[list[int]], k: int, new_tokens: int) -> Callable[[], int]:
+    """One timed run of the backend's own decoder (the one `rftlab sample` runs), EOS ignored: tokens made."""
     rows = [prompt for prompt in prompts for _ in range(k)]
     keys = [row_key(0, str(question), j) for question in range(len(prompts)) for j in range(k)]
     options = {"max_new_tokens": new_tokens, "temperature": TEMPERATURE, "eos_token_id": -1, "pad_token_id": 0}
 
-    def run(rows: list[list[int]], keys: list[int]) -> list[list[int]]:
+    def run(rows: list[list[int]] = rows, keys: list[int] = keys) -> int:
         if backend.exact is None:
-            return generate_with_keys(backend.model, rows, keys, **options)
-        return backend.exact.generate(rows, keys, **options)
+            return sum(map(len, generate_with_keys(backend.model, rows, keys, **options)))
+        return sum(map(len, backend.exact.generate(rows, keys, **options)))
 
-    run(rows[: 2 * k], keys[: 2 * k])
-    start = time.perf_counter()
-    tokens = sum(len(path) for path in run(rows, keys))
-    return tokens / (time.perf_counter() - start)
+    run(rows[: 2 * k], keys[: 2 * k])  # warm-up
+    return run
 
 
-def generate_rate(model, prompts: list[list[int]], k: int, new_tokens: int, pad: int, static: bool) -> float:
-    """Tokens/s of `model.generate()` sampling k paths a prompt (left-padded batch), EOS ignored."""
+def generate_run(model, prompts: list[list[int]], k: int, new_tokens: int, pad: int, static: bool) -> Callable[[], int]:
+    """One timed run of `model.generate()` sampling k paths a prompt (left-padded batch), EOS ignored."""
     extra = {"cache_implementation": "static"} if static else {}
 
-    def run(prompts: list[list[int]]) -> int:
+    def run(prompts: list[list[int]] = prompts) -> int:
         longest = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
@@ -89,16 +89,27 @@ def generate_rate(model, prompts: list[list[int]], k: int, new_tokens: int, pad:
                                  min_new_tokens=new_tokens, pad_token_id=pad, **extra)  # fmt: skip
         return out[:, longest:].numel()
 
-    run(prompts[:2])
-    start = time.perf_counter()
-    tokens = run(prompts)
-    return tokens / (time.perf_counter() - start)
+    run(prompts[:2])  # warm-up
+    return run
 
 
-def vllm_rate(folder: Path, prompts: list[list[int]], k: int, new_tokens: int, dtype: str) -> tuple[float, str]:
-    """Tokens/s of vLLM in its own venv (benchmarks/peer_vllm.py), and its version."""
+def best_rates(runs: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Tokens/s of each run, the best of `repeats` rounds in which every run takes its turn (a machine that
+    slows down for a while slows all of them)."""
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            tokens = run()
+            best[name] = max(best.get(name, 0.0), tokens / (time.perf_counter() - start))
+    return best
+
+
+def vllm_rate(folder: Path, prompts: list[list[int]], k: int, new_tokens: int, dtype: str, repeats: int):
+    """Tokens/s of vLLM in its own venv (benchmarks/peer_vllm.py), the best of `repeats` runs, and its version."""
     job = {"model": str(folder), "prompts": prompts, "k": k, "temperature": TEMPERATURE, "dtype": dtype,
-           "max_new_tokens": new_tokens, "max_model_len": max(map(len, prompts)) + new_tokens}  # fmt: skip
+           "max_new_tokens": new_tokens, "max_model_len": max(map(len, prompts)) + new_tokens,
+           "repeats": repeats}  # fmt: skip
     script = Path(__file__).with_name("peer_vllm.py")
     done = subprocess.run([str(VLLM_PYTHON), str(script)], input=json.dumps(job), capture_output=True, text=True)
     if done.returncode != 0:
@@ -116,15 +127,16 @@ def bench_model(name: str, folder: Path, prompts: list[list[int]], args, dtype: 
     flops = 2 * count_parameters(model)
     backend = HFBackend(model, tokenizer)
     pad = tokenizer.pad_token_id
-    rates = {f"rftlab ({backend.decoder})": rftlab_rate(backend, prompts, args.k, args.max_new_tokens)}
-    rates["generate(), dynamic cache"] = generate_rate(model, prompts, args.k, args.max_new_tokens, pad, False)
-    rates["generate(), static cache"] = generate_rate(model, prompts, args.k, args.max_new_tokens, pad, True)
+    runs = {f"rftlab ({backend.decoder})": rftlab_run(backend, prompts, args.k, args.max_new_tokens)}
+    runs["generate(), dynamic cache"] = generate_run(model, prompts, args.k, args.max_new_tokens, pad, False)
+    runs["generate(), static cache"] = generate_run(model, prompts, args.k, args.max_new_tokens, pad, True)
+    rates = best_rates(runs, args.repeats)
     if VLLM_PYTHON.exists() and not args.no_vllm:
-        rate, version = vllm_rate(folder, prompts, args.k, args.max_new_tokens, dtype)
+        rate, version = vllm_rate(folder, prompts, args.k, args.max_new_tokens, dtype, args.repeats)
         rates[f"vLLM {version} (CPU build)"] = rate
     lengths = [len(p) for p in prompts]
     print(f"\n{name}, {dtype}: {len(prompts)} prompts x k={args.k} ({min(lengths)}-{max(lengths)} prompt tokens), "
-          f"{args.max_new_tokens} new tokens each, T={TEMPERATURE}")  # fmt: skip
+          f"{args.max_new_tokens} new tokens each, T={TEMPERATURE}; best of {args.repeats} runs")  # fmt: skip
     ours = next(iter(rates.values()))
     for sampler, rate in rates.items():
         share = 100 * flops * rate / 1e9 / peak
@@ -137,6 +149,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=32, help="SmolLM2 prompts (the toy takes 2x as many)")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each sampler, the best counts")
     parser.add_argument("--no-vllm", action="store_true", help="leave vLLM out even where its venv exists")
     args = parser.parse_args()
     peaks = {dtype: matmul_peak_gflops(1024, 3, getattr(torch, dtype)) for dtype in ("float32", "bfloat16")}
