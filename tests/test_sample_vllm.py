@@ -227,6 +227,7 @@ def test_metadata_records_the_engine_and_resume_refuses_only_what_changes_paths(
     sample(tiny, data, out, engine=EngineSettings(tensor_parallel_size=2, max_model_len=512, stop=("Q:",)))
     meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())
     assert meta["backend"] == "vllm" and meta["shards"] == 1
+    assert set(meta["versions"]) == {"rftlab", "torch", "transformers", "vllm"}  # the fake module: "absent"
     assert meta["engine"] == {  # as the engine runs them: None resolved
         "tensor_parallel_size": 2, "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": 512,
         "distributed_executor_backend": None, "enforce_eager": False, "enable_chunked_prefill": True,

