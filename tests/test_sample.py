@@ -168,6 +168,9 @@ def test_sampling_refuses_to_mix_settings(tiny, tmp_path):
     subprocess.run(sample_command(tiny, data, out), check=True, capture_output=True)
     again = subprocess.run(sample_command(tiny, data, out, "--seed", "5"), capture_output=True, text=True)
     assert again.returncode == 2 and "other settings" in again.stderr
+    assert json.loads((tmp_path / "s.jsonl.meta.json").read_text())["dtype"] == "float32"
+    other_dtype = subprocess.run(sample_command(tiny, data, out, "--dtype", "bfloat16"), capture_output=True, text=True)
+    assert other_dtype.returncode == 2 and "other settings" in other_dtype.stderr
 
 
 def test_evaluating_a_model_writes_paths_summary_and_predictions(tiny, tmp_path):

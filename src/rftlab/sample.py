@@ -79,6 +79,7 @@ def _run_metadata(
         "weights": _weights_fingerprint(model),
         "label": label,
         "backend": backend.name,
+        "dtype": backend.model_dtype,
         "engine": None if backend.engine is None else _as_json(asdict(backend.engine)),
         "data": str(data),
         "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
@@ -91,7 +92,7 @@ def _run_metadata(
 def _identity(metadata: dict[str, Any]) -> list[Any]:
     """What must match for a run to continue another's file. A greedy run's seed is not part of it: at
     temperature 0 the seed changes nothing (runs record seed 0 for it; older files, the seed they were given)."""
-    keys = ("model", "weights", "label", "backend", "data_sha256", "settings")
+    keys = ("model", "weights", "label", "backend", "dtype", "data_sha256", "settings")
     identity = {key: metadata.get(key) for key in keys}
     if identity["settings"] and identity["settings"].get("temperature") == 0:
         identity["settings"] = {**identity["settings"], "seed": 0}
@@ -103,6 +104,8 @@ def _earlier_run(path: Path, metadata: dict[str, Any]) -> dict[str, Any] | None:
     """The metadata recorded beside `path`, if any; FileExistsError when it is another run's."""
     recorded = metadata_path(path)
     old = orjson.loads(recorded.read_bytes()) if recorded.exists() else None
+    if old is not None and "dtype" not in old:  # written before the dtype was recorded: taken as this run's
+        old = {**old, "dtype": metadata["dtype"]}
     if old is not None and _identity(old) != _identity(metadata):
         raise FileExistsError(f"{path} holds samples of other settings; remove it or use another --out")
     return old
