@@ -150,12 +150,13 @@ class TestToyCheckpoint:
         model, recorded = str(toy / "sft"), metadata_path(straight).read_text()
         engines = (EngineSettings(stop=("\n",)), EngineSettings(max_model_len=256))
         changed = [(replace(SAMPLED, seed=1), VLLM), (SAMPLED, BackendSettings())]
-        changed += [(SAMPLED, BackendSettings("vllm", engine=engine)) for engine in engines]
+        changed += [(SAMPLED, replace(VLLM, dtype="auto"))]  # vLLM's auto runs float32 weights in bf16 on the CPU
+        changed += [(SAMPLED, BackendSettings("vllm", "float32", engine)) for engine in engines]
         for settings, backend in changed:
             with pytest.raises(FileExistsError, match="holds samples of other settings"):
                 run_sampling(model, questions, straight, settings, backend, show_progress=False)
         layout = EngineSettings(gpu_memory_utilization=0.3, enable_chunked_prefill=True, max_num_batched_tokens=8192)
-        done = run_sampling(model, questions, straight, SAMPLED, BackendSettings("vllm", engine=layout))
+        done = run_sampling(model, questions, straight, SAMPLED, BackendSettings("vllm", "float32", layout))
         assert done == json.loads(recorded) and metadata_path(straight).read_text() == recorded  # complete: no engine
 
     def test_a_command_line_run_killed_mid_run_resumes_into_the_uninterrupted_file(self, toy, sampled, tmp_path):
