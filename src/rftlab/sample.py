@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from rftlab import __version__
+from rftlab import __version__, library_version
 from rftlab.backends.base import (
     ENGINE_IDENTITY,
     Backend,
@@ -36,7 +36,6 @@ from rftlab.backends.base import (
     cut_at_stop,
     row_key,
 )
-from rftlab.cells import library_version
 from rftlab.data import DataError, Problem, atomic_writer, read_problems, write_json
 from rftlab.models import WEIGHT_SUFFIXES
 
