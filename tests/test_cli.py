@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from rftlab.cli import main
+from rftlab.cli import COMMANDS, main
 
 LIGHT_MODULES = ["rftlab.cli", "rftlab.answers", "rftlab.calculator", "rftlab.data", "rftlab.reject", "rftlab.toyworld"]
 
@@ -21,6 +21,14 @@ def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "rftlab", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert all(command in result.stdout for command in ("toyworld", "pretrain", "sft", "reject"))
+
+
+@pytest.mark.parametrize("command", [job.COMMAND for job in COMMANDS])
+def test_every_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--help"])
+    assert caught.value.code == 0
+    assert f"usage: rftlab {command}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [[], ["reject"], ["reject", "--train", "t.jsonl", "s.jsonl"], ["nonsense"]])

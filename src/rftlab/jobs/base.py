@@ -143,10 +143,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Job]) -> None:
     for f in sorted(fields(cls), key=lambda f: order[f.metadata.get("kind", SETTING)]):
         meta = f.metadata
         target: Any = parser
-        if meta.get("group"):
-            target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        if meta.get("group"):  # each group made once: a group left empty breaks the usage line
+            if meta["group"] not in groups:
+                groups[meta["group"]] = parser.add_argument_group(meta["group"])
+            target = groups[meta["group"]]
         if meta.get("exclusive"):
-            target = exclusive.setdefault(meta["exclusive"], target.add_mutually_exclusive_group())
+            if meta["exclusive"] not in exclusive:
+                exclusive[meta["exclusive"]] = target.add_mutually_exclusive_group()
+            target = exclusive[meta["exclusive"]]
         names, spec = _argument(f, hints[f.name])
         target.add_argument(*names, **spec)
 
