@@ -22,6 +22,7 @@ from rftlab.toyworld import (
     distinct_solutions,
     generate_problem,
     generate_split,
+    generate_validation,
     make_split,
     pretraining_corpus,
     split_of,
@@ -287,3 +288,23 @@ def test_write_toyworld_reproduces_files(tmp_path):
     assert abs(sum(first["share_by_steps"].values()) - 1) < 0.01
     by_people = first["mean_distinct_solutions_by_people"]
     assert 1 <= by_people["2"] <= 4 < by_people["3"] and set(by_people) == {"2", "3"}
+
+
+def test_validation_split_is_held_out_of_train_test_and_corpus_and_leaves_them_unchanged(tmp_path):
+    plain = write_toyworld(tmp_path / "plain", n_train=300, n_test=40, seed=3, corpus_docs=400)
+    held = write_toyworld(tmp_path / "held", n_train=300, n_test=40, seed=3, corpus_docs=400, n_valid=60)
+    assert "valid" not in plain and held["valid"] == 60 and not (tmp_path / "plain" / "valid.jsonl").exists()
+
+    def read(folder, name):
+        return [json.loads(line) for line in (tmp_path / folder / name).read_text().splitlines()]
+
+    for name in ("train.jsonl", "test.jsonl"):
+        assert read("plain", name) == read("held", name)  # train and test do not depend on the validation split
+    valid = read("held", "valid.jsonl")
+    assert [r["id"] for r in valid] == [f"valid-{n:04d}" for n in range(1, 61)]
+    questions = {r["query"] for r in valid}
+    assert len(questions) == 60 and not questions & {r["query"] for name in ("train.jsonl", "test.jsonl")
+                                                     for r in read("held", name)}  # fmt: skip
+    corpus = (tmp_path / "held" / "pretrain.txt").read_text()
+    assert not any(question in corpus for question in questions)
+    assert all(split_of(problem) == "train" for problem in generate_validation(60, 3, WorldConfig(), set()))

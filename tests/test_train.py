@@ -31,6 +31,7 @@ from rftlab.train import (
     sft_example,
     train_causal_lm,
 )
+from rftlab.validation import Validation
 
 QUERY, RESPONSE = "Ann has 7. Bob has 3 more. How many in all?", "Bob=<<7+3=10>>10\nTotal=<<7+10=17>>17\n#### 17"
 
@@ -286,3 +287,70 @@ def test_sft_knows_its_base_by_its_weights_and_refuses_a_base_retrained_in_place
     model.save_pretrained(folder)
     with pytest.raises(FileExistsError, match=r"other settings \(base_weights differ"):
         sft(str(folder), data, tmp_path / "out", recipe=recipe)
+
+
+def write_problems(path: Path, numbers: range, prefix: str) -> Path:
+    lines = [{"id": f"{prefix}-{n}", "query": f"Ann has {n}. Total?", "response": f"<<{n}+2={n + 2}>>\n#### {n + 2}"}
+             for n in numbers]  # fmt: skip
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_validation_keeps_the_best_checkpoint_the_earliest_of_equals_and_records_the_curve(toy, tmp_path, monkeypatch):
+    base, data = toy
+    valid = write_problems(tmp_path / "valid.jsonl", range(64, 80), "valid")
+    scripted, seen = iter([0.1, 0.5, 0.3, 0.5, 0.2, 0.4]), []
+
+    def score(model, tokenizer, problems, template):
+        assert [p.id for p in problems] == [f"valid-{n}" for n in range(64, 80)] and template == "compact"
+        seen.append({name: tensor.clone() for name, tensor in model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr("rftlab.train.greedy_accuracy", score)
+    recipe = recipe_with("toy-sft", epochs=6.0, global_batch=8, device_batch=8, learning_rate=1e-2)
+    facts = sft(str(base), data, tmp_path / "out", recipe=recipe, validation=Validation(valid), show_progress=False)
+    validation = facts["validation"]
+    assert [point["step"] for point in validation["curve"]] == [8, 16, 24, 32, 40, 48]  # each epoch, the last too
+    assert [point["accuracy"] for point in validation["curve"]] == [0.1, 0.5, 0.3, 0.5, 0.2, 0.4]
+    assert validation["best"] == validation["curve"][1] and validation["best"]["epoch"] == 2.0
+    assert validation["curve"][1]["tokens_seen"] * 3 == facts["tokens_seen"]  # the budget is what ran, all 6 epochs
+    kept = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    assert all(torch.equal(kept[name], seen[1][name]) for name in kept)
+    assert not all(torch.equal(kept[name], seen[-1][name]) for name in kept)
+    assert not list((tmp_path / "out" / "trainer").glob("checkpoint-*"))
+
+
+def test_validation_settings_are_checked_before_any_work(toy, tmp_path):
+    base, data = toy
+    command = ["sft", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*command, "--eval-every", "5"]) == 2  # needs --validation
+    assert main([*command, "--validation", str(data)]) == 2  # the train questions themselves
+    assert main([*command, "--validation", str(data), "--eval-every", "0"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def selecting_command(base: Path, data: Path, valid: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "rftlab", "sft", "--model", str(base), "--data", str(data), "--out", str(out),
+        "--recipe", "toy-sft", "--epochs", "4", "--batch-size", "8", "--device-batch", "8", "--lr", "1e-2",
+        "--validation", str(valid), "--select", "loss", "--eval-every", "4", "--quiet",
+    ]  # fmt: skip
+
+
+def test_selection_by_loss_resumes_after_a_kill_to_the_same_model_and_curve(toy, tmp_path):
+    base, data = toy
+    valid = write_problems(tmp_path / "valid.jsonl", range(100, 116), "valid")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(selecting_command(base, data, valid, straight), check=True, capture_output=True)
+    kill_after_first_checkpoint(selecting_command(base, data, valid, killed), killed)
+    subprocess.run(selecting_command(base, data, valid, killed), check=True, capture_output=True)
+
+    facts = [json.loads((folder / "rftlab.json").read_text()) for folder in (straight, killed)]
+    assert facts[1]["resumed"] and not facts[0]["resumed"]
+    curves = [[(p["step"], p["loss"]) for p in f["validation"]["curve"]] for f in facts]
+    assert [step for step, _ in curves[0]] == list(range(4, 33, 4))
+    assert np.abs(np.array(curves[0]) - np.array(curves[1])).max() < 1e-5
+    best = facts[0]["validation"]["best"]
+    assert best["loss"] == min(loss for _, loss in curves[0]) and facts[1]["validation"]["best"]["step"] == best["step"]
+    a, b = (AutoModelForCausalLM.from_pretrained(folder).state_dict() for folder in (straight, killed))
+    assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)

@@ -193,7 +193,7 @@ def sample_problems(
             todo = [p for p in batch if p.id not in written_ids]
             if not todo:
                 continue
-            texts = _sample_texts(backend, batch, settings)
+            texts = sample_texts(backend, batch, settings)
             fresh = [(p, t) for p, t in zip(batch, texts, strict=True) if p.id not in written_ids]
             handle.write(b"".join(_records(p, t, label, settings) for p, t in fresh))
             handle.flush()
@@ -205,7 +205,7 @@ def sample_problems(
     return written
 
 
-def _sample_texts(backend: Backend, batch: Sequence[Problem], settings: SamplingSettings) -> list[list[str]]:
+def sample_texts(backend: Backend, batch: Sequence[Problem], settings: SamplingSettings) -> list[list[str]]:
     """The k paths of each problem of a batch: prompts encoded, token ids generated, decoded and cut."""
     from rftlab.models import encode_prompt
 

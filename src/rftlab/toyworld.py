@@ -480,6 +480,21 @@ def generate_split(
     raise ValueError(f"the world of {config} has too few distinct problems for {n_train} + {n_test}")
 
 
+def generate_validation(n_valid: int, seed: int, config: WorldConfig, exclude: Collection[str]) -> list[ToyProblem]:
+    """Validation problems: of the train split's kind (`split_of`), none of whose terse questions is in `exclude`
+    (the train and test questions), from a stream of their own, so train and test do not depend on `n_valid`."""
+    rng, seen, problems = random.Random(f"rftlab.toyworld.valid:{seed}"), set(exclude), []
+    for _ in range(50 * n_valid + 10_000):
+        if len(problems) >= n_valid:
+            return problems
+        problem = generate_problem(rng, config)
+        question = problem.question("terse")
+        if split_of(problem) == "train" and question not in seen:
+            seen.add(question)
+            problems.append(problem)
+    raise ValueError(f"the world of {config} has too few distinct problems for {n_valid} validation problems more")
+
+
 def _records(split: str, problems: list[ToyProblem], config: WorldConfig, rng: random.Random) -> list[dict[str, Any]]:
     width = max(4, len(str(len(problems))))
     return [
@@ -644,18 +659,26 @@ def write_toyworld(
     seed: int = 0,
     config: WorldConfig = DEFAULT_CONFIG,
     corpus_docs: int = DEFAULT_CORPUS_DOCS,
+    n_valid: int = 0,
 ) -> dict[str, Any]:
-    """Writes train.jsonl, test.jsonl, pretrain.txt (documents, one blank line apart) and toyworld.json.
+    """Writes train.jsonl, test.jsonl, pretrain.txt (documents, one blank line apart), toyworld.json and, with
+    `n_valid`, valid.jsonl: problems held out from training for checkpoint selection (`generate_validation`).
 
     Returns the summary that toyworld.json also holds: counts, lengths, steps and path diversity.
     """
     out = Path(out_dir)
     train_problems, test_problems = generate_split(n_train, n_test, seed, config)
     train, test = _split_records(train_problems, test_problems, seed, config)
-    docs = pretraining_corpus(seed, config, {record["query"] for record in train + test}, corpus_docs)
+    asked = {problem.question("terse") for problem in train_problems + test_problems}
+    valid_problems = generate_validation(n_valid, seed, config, asked) if n_valid else []
+    valid = _records("valid", valid_problems, config, random.Random(f"rftlab.toyworld.valid-strategies:{seed}"))
+    held = {record["query"] for record in train + test + valid}
+    docs = pretraining_corpus(seed, config, held, corpus_docs)
     text = "\n\n".join(docs) + "\n"
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "test.jsonl", test)
+    if valid:
+        write_jsonl(out / "valid.jsonl", valid)
     with atomic_writer(out / "pretrain.txt") as handle:
         handle.write(text.encode())
     summary = {
@@ -663,6 +686,7 @@ def write_toyworld(
         "seed": seed,
         "train": len(train),
         "test": len(test),
+        **({"valid": len(valid)} if valid else {}),
         "pretrain_docs": len(docs),
         "pretrain_chars": len(text),
         **_summary(train_problems, train),

@@ -8,6 +8,7 @@ epochs (the paper's recipe) or tokens (toy recipes), never wall-clock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rftlab import __version__
-from rftlab.data import read_problems
+from rftlab.data import Problem, read_problems
 from rftlab.models import (
     char_tokenizer,
     count_parameters,
@@ -31,6 +32,7 @@ from rftlab.models import (
     read_metadata,
     write_metadata,
 )
+from rftlab.validation import Selection, Validation, curve, greedy_accuracy, selecting_trainer, trainer_arguments
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -197,16 +199,18 @@ def train_causal_lm(
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
     lora_base: Callable[[], PreTrainedModel] | None = None,
+    selection: Selection | None = None,
 ) -> dict[str, Any]:
     """Trains with the HF Trainer, resuming from `out/trainer` if a run stopped (unless `overwrite`); saves the
     model in `out`. With `lora_base` (loads the base model again), `model` is a PEFT model: its adapter is saved
-    in `out/adapter` and merged into the base, which is saved in `out` as a plain checkpoint.
+    in `out/adapter` and merged into the base, which is saved in `out` as a plain checkpoint. With `selection`,
+    the model saved is the best on the validation problems (see `rftlab.validation`).
 
     Returns the run's facts: steps, tokens seen, seconds, final training loss, the logged loss curve and,
-    given `held_out`, the held-out loss.
+    given `held_out`, the held-out loss; given `selection`, the validation curve and the point selected.
     """
     import torch
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # ours shows loss and tokens/s
@@ -217,7 +221,11 @@ def train_causal_lm(
     checkpointing = next(
         name for name in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, name)
     )
-    args = TrainingArguments(
+    selecting = {}
+    if selection is not None:
+        every = selection.validation.steps_between(len(examples), recipe.global_batch)
+        selecting = trainer_arguments(selection.validation, every)
+    arguments = dict(
         output_dir=str(out / TRAINER_DIR),
         per_device_train_batch_size=recipe.device_batch,
         per_device_eval_batch_size=recipe.device_batch,
@@ -244,11 +252,13 @@ def train_causal_lm(
         ddp_find_unused_parameters=False,
         **_steps_for(recipe, examples),
     )
-    trainer = Trainer(
+    args = TrainingArguments(**{**arguments, **selecting})
+    trainer = selecting_trainer(
+        selection.score if selection else None,
         model=model,
         args=args,
         train_dataset=examples,
-        eval_dataset=held_out,
+        eval_dataset=selection.examples if selection else held_out,
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=8),
         processing_class=tokenizer,
         callbacks=[_make_progress_callback(description, show_progress)],
@@ -274,6 +284,9 @@ def train_causal_lm(
     }
     if held_out:
         facts["heldout_loss"] = trainer.evaluate()["eval_loss"]
+    if selection is not None:
+        metric = selection.validation.metric
+        facts["validation"] = curve(trainer.state.log_history, metric, trainer.state.best_model_checkpoint)
     if trainer.is_fsdp_enabled:  # save_model writes nothing from a sharded state dict: gather the full one
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     saved = out / ADAPTER_DIR if lora_base else out
@@ -401,11 +414,13 @@ def sft(
     seed: int = 0,
     dtype: str = "float32",
     lora: Lora | None = None,
+    validation: Validation | None = None,
     overwrite: bool = False,
     show_progress: bool | None = None,
 ) -> dict[str, Any]:
     """Supervised fine-tuning on a problem file (GSM8K-style or RFT data), loss on responses only; of all weights
-    in `dtype`, or of LoRA adapters merged into the base at the end (the adapter is kept in `out/adapter`)."""
+    in `dtype`, or of LoRA adapters merged into the base at the end (the adapter is kept in `out/adapter`). With
+    `validation`, the checkpoint kept is the best on its problems within the budget."""
     from rftlab.models import load_model
 
     settings = {
@@ -417,9 +432,12 @@ def sft(
         "data": _sha256(data),
         **({"dtype": dtype} if dtype != "float32" else {}),
         **({"lora": asdict(lora)} if lora else {}),
+        **({"validation": _validation_settings(validation)} if validation else {}),
     }
     if (done := _finished(out, settings, overwrite)) is not None:
         return done
+    problems = read_problems(data, unique_ids=False)  # before loading the model: a bad file fails at once
+    held = _validation_problems(validation, problems) if validation else []
     lora_config = lora.config() if lora else None  # before loading: a missing peft fails at once
     model, tokenizer = load_model(model_name, dtype=dtype)
     parameters = count_parameters(model)
@@ -428,8 +446,15 @@ def sft(
 
         set_seed(seed)  # the adapters' initialisation
         model = _peft().get_peft_model(model, lora_config)
-    problems = read_problems(data, unique_ids=False)
     examples = [sft_example(tokenizer, p.query, p.response, recipe.template, recipe.max_length) for p in problems]
+    selection = None
+    if validation is not None:
+        scorer = functools.partial(greedy_accuracy, tokenizer=tokenizer, problems=held, template=recipe.template)
+        selection = Selection(
+            validation,
+            [sft_example(tokenizer, p.query, p.response, recipe.template, recipe.max_length) for p in held],
+            scorer if validation.metric == "accuracy" else None,
+        )
     base = read_metadata(model_name)
     metadata = {
         "examples": len(examples),
@@ -443,8 +468,24 @@ def sft(
     return train_causal_lm(
         model, tokenizer, examples, out, recipe, seed, description="sft", show_progress=show_progress,
         group_by_length=True, metadata=metadata, overwrite=overwrite,
-        lora_base=(lambda: load_model(model_name, dtype=dtype)[0]) if lora else None,
+        lora_base=(lambda: load_model(model_name, dtype=dtype)[0]) if lora else None, selection=selection,
     )  # fmt: skip
+
+
+def _validation_problems(validation: Validation, train: Sequence[Problem]) -> list[Problem]:
+    """The validation problems; an error if one of their questions is also a training question."""
+    held = read_problems(validation.data)
+    seen = {problem.query for problem in train}
+    shared = [problem.id for problem in held if problem.query in seen]
+    if shared:
+        raise ValueError(f"--validation {validation.data}: {len(shared)} of its {len(held)} questions are training "
+                         f"questions too (first: {shared[0]}); hold them out of the training data")  # fmt: skip
+    return held
+
+
+def _validation_settings(validation: Validation) -> dict[str, Any]:
+    """What of the validation decides the model kept: the problems' bytes, the metric, the interval."""
+    return {"data": _sha256(validation.data), "metric": validation.metric, "every": validation.every}
 
 
 def recipe_with(name: str, **overrides: Any) -> Recipe:

@@ -12,6 +12,7 @@ from rftlab.jobs.training import TrainingOptions
 from rftlab.train import DTYPES, RECIPES
 
 LORA = "LoRA (needs peft: pip install 'rftlab[lora]')"
+SELECTION = "checkpoint selection (the best on problems held out from the train set, never the test set)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,24 @@ class SftJob(TrainingOptions):
     template: str | None = option(None, "prompt template (chat: the tokenizer's)", choices=TEMPLATE_CHOICES)
     max_length: int | None = option(None, "longest example in tokens")
     dtype: str = option("float32", "weights' dtype (auto: the checkpoint's)", choices=DTYPES)
+    validation: Path | None = option(
+        None,
+        "held-out problems: keep the best checkpoint on them within the budget (default: the last)",
+        kind=IO,
+        metavar="VALID.jsonl",
+        group=SELECTION,
+    )
+    select: str = option(
+        "accuracy",
+        "what decides the best: greedy accuracy, or the loss on the responses (loss: needed under FSDP and DeepSpeed)",
+        choices=("accuracy", "loss"),
+        group=SELECTION,
+    )
+    eval_every: int | None = option(
+        None,
+        "optimiser steps between measurements (default: one epoch); the last step is always measured",
+        group=SELECTION,
+    )
     lora_r: int = option(0, "adapter rank (default 0: full fine-tuning)", group=LORA)
     lora_alpha: float | None = option(None, "scale numerator: updates scaled by alpha/r (default 2 r)", group=LORA)
     lora_dropout: float | None = option(None, "dropout on the adapters' input (default 0.05)", group=LORA)
@@ -48,6 +67,17 @@ class SftJob(TrainingOptions):
         if self.tokens_of is not None and (self.tokens is not None or self.epochs is not None):
             raise ValueError("give one of --tokens, --epochs and --tokens-of")
         self.lora()
+        self.selection()
+
+    def selection(self):
+        """Validation settings from `--validation`, `--select` and `--eval-every` (None: keep the last checkpoint)."""
+        from rftlab.validation import Validation
+
+        if self.validation is None:
+            if self.eval_every is not None or self.select != "accuracy":
+                raise ValueError("--select and --eval-every need --validation")
+            return None
+        return Validation(self.validation, self.select, self.eval_every)
 
     def lora(self):
         """LoRA settings from `--lora-*` (None: full fine-tuning); alpha defaults to 2 r."""
@@ -77,10 +107,14 @@ class SftJob(TrainingOptions):
             job = self.with_changes(tokens=seen, tokens_of=None)
         recipe = job.make_recipe(name, **extra)
         return sft(self.model, self.data, self.out, recipe=recipe, seed=self.seed, dtype=self.dtype, lora=self.lora(),
-                   overwrite=self.overwrite, show_progress=self.progress())  # fmt: skip
+                   validation=self.selection(), overwrite=self.overwrite, show_progress=self.progress())  # fmt: skip
 
     def message(self, result: dict[str, Any]) -> str | None:
         if not main_process():
             return None
-        return (f"{self.out}: {result['examples']:,} examples, {result['steps']:,} steps, "
+        text = (f"{self.out}: {result['examples']:,} examples, {result['steps']:,} steps, "
                 f"{result['tokens_seen']:,} tokens, final training loss {result['train_loss']:.4f}")  # fmt: skip
+        if "validation" in result:
+            best, metric = result["validation"]["best"], result["validation"]["metric"]
+            text += f"; kept step {best['step']:,} (epoch {best['epoch']:.2f}), validation {metric} {best[metric]:.4f}"
+        return text

@@ -34,6 +34,7 @@ class WorldJob(Job):
     out: Path = option(help="output folder", kind=IO, metavar="DIR")
     n_train: int = option(4000, "train problems")
     n_test: int = option(500, "test problems")
+    n_valid: int = option(0, "validation problems, held out from training for checkpoint selection (valid.jsonl)")
     seed: int = option(0, "seed")
     surface: str = option(DEFAULT_CONFIG.surface, "text style", choices=SURFACES)
     canonical: bool = option(False, "one fixed solution strategy (no path diversity)")
@@ -51,13 +52,17 @@ class WorldJob(Job):
 
     def recorded(self) -> dict[str, Any]:
         """What toyworld.json records of these settings: another world's folder is told apart by it."""
-        return {"seed": self.seed, "train": self.n_train, "test": self.n_test, "config": asdict(self.config())}
+        recorded = {"seed": self.seed, "train": self.n_train, "test": self.n_test, "config": asdict(self.config())}
+        return {**recorded, "valid": self.n_valid} if self.n_valid else recorded
 
     def run(self) -> dict[str, Any]:
         from rftlab.toyworld import write_toyworld
 
-        return write_toyworld(self.out, self.n_train, self.n_test, self.seed, self.config(), self.corpus_docs)
+        return write_toyworld(
+            self.out, self.n_train, self.n_test, self.seed, self.config(), self.corpus_docs, self.n_valid
+        )
 
     def message(self, result: dict[str, Any]) -> str:
-        return (f"{self.out}: {result['train']:,} train and {result['test']:,} test problems, pre-training corpus "
-                f"of {result['pretrain_docs']:,} documents ({result['pretrain_chars']:,} characters)")  # fmt: skip
+        valid = f", {result['valid']:,} validation" if result.get("valid") else ""
+        corpus = f"{result['pretrain_docs']:,} documents ({result['pretrain_chars']:,} characters)"
+        return f"{self.out}: {result['train']:,} train{valid} and {result['test']:,} test problems, corpus of {corpus}"
