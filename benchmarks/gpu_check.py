@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_SMALL = ["--n-train", "200", "--n-test", "50", "--preset", "tiny", "--pretrain-tokens", "40000",
-              "--sft-tokens", "40000", "--k", "2", "--eval-k", "2"]  # fmt: skip
+from rftlab.compare import MODELS
+
+DEMO_SMALL = ["--n-train", "200", "--n-valid", "40", "--n-test", "50", "--preset", "tiny", "--pretrain-tokens", "40000",
+              "--epochs", "2", "--k", "2", "--eval-k", "2"]  # fmt: skip
 CONFIGS = {"ddp": [], "fsdp": [], "deepspeed-zero3": ["--offload_optimizer_device", "none", "--offload_param_device",
                                                        "none"]}  # fmt: skip
 
@@ -82,8 +84,9 @@ def demo(work: Path, small: bool, results: dict[str, Any]) -> Path | None:
         return None
     facts = json.loads((folder / "results.json").read_text())
     scores = ("maj1@1", "maj1@k", "pass@k")
-    evaluations = {name: {key: e.get(key) for key in scores} for name, e in facts["evaluations"].items()}
-    results["demo"] = {"seconds": facts["seconds"], "selected": facts["selection"]["selected"], **evaluations}
+    evaluations = {name: {key: facts[name].get(key) for key in scores} for name in MODELS}
+    results["demo"] = {"seconds": facts["seconds"], "selected": facts["selection"]["selected"], **evaluations,
+                       "verdict": facts["verdict"]}  # fmt: skip
     return folder
 
 

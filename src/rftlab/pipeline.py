@@ -1,9 +1,11 @@
 """The whole RFT loop on the toy world, from nothing to a report: `rftlab demo`.
 
 Stages (each writes its files under the output folder and is skipped or resumed when run again):
-toy world -> pre-train a base -> SFT -> sample k paths per train question -> reject (correct, checked,
-distinct) -> RFT (the *base* trained again on the original data plus the selected paths, paper §3.3)
--> evaluate SFT and RFT on the test set -> report.md with a table and a plot.
+toy world (train, validation, test) -> pre-train a base -> SFT -> sample k paths per train question ->
+reject (correct, checked, distinct) -> RFT (the *base* trained again on the original data plus the selected
+paths, the same epochs, paper §3.3) -> the compute-matched controls (SFT for RFT's tokens, RFT for SFT's) ->
+evaluate the four on the test set -> results.json, report.md and a plot. Every model is the best checkpoint
+on the validation split within its budget (`rftlab.validation`); `rftlab.compare` gives the intervals.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from rftlab.jobs.sft import SftJob
 from rftlab.jobs.world import WorldJob
 
 T = TypeVar("T")
-OUTPUTS = ("data", "base", "sft", "rft", "samples", "eval", "rft.jsonl", "reject-stats.json", "results.json",
-           "report.md", "accuracy.png")  # fmt: skip
+FOLDERS = {"sft": "sft", "rft": "rft", "sft_at_rft_tokens": "sft-at-rft-tokens",
+           "rft_at_sft_tokens": "rft-at-sft-tokens"}  # fmt: skip
+"""Each model's checkpoint folder under the demo's."""
+OUTPUTS = ("data", "base", *FOLDERS.values(), "samples", "eval", "rft.jsonl", "reject-stats.json", "results.json",
+           "report.md", "accuracy.png", "validation.png")  # fmt: skip
 """What the demo writes under its folder (and `--overwrite` removes)."""
 
 
@@ -47,9 +52,11 @@ class Stages:
 
 
 def run_demo(demo: Any) -> dict[str, Any]:
-    """Runs (or resumes) every stage of a `DemoJob` under its folder; writes results.json, report.md and a plot.
+    """Runs (or resumes) every stage of a `DemoJob` under its folder; writes results.json, report.md and plots.
 
     A folder that holds another demo's outputs (other settings) is refused, unless `demo.overwrite`."""
+    from rftlab.compare import compare, greedy_outcomes
+    from rftlab.evaluate import predictions_path
     from rftlab.report import write_demo_report
 
     out = demo.out
@@ -59,44 +66,66 @@ def run_demo(demo: Any) -> dict[str, Any]:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     data, samples = out / "data", out / "samples" / f"sft-k{demo.k}.jsonl"
     common = {"seed": demo.seed, "quiet": demo.quiet}
-    world = WorldJob(out=data, n_train=demo.n_train, n_test=demo.n_test, seed=demo.seed)
-    tuned, rft_model = out / "sft", out / "rft"
+    world = WorldJob(out=data, n_train=demo.n_train, n_valid=demo.n_valid, n_test=demo.n_test, seed=demo.seed)
+    gold, paths = data / "train.jsonl", out / "rft.jsonl"
 
-    def fine_tune(model: Path, train_file: Path, tokens: int) -> dict[str, Any]:
-        return SftJob(model=str(out / "base"), data=train_file, out=model, recipe="toy-sft", tokens=tokens,
-                      **common).run()  # fmt: skip
+    def fine_tune(name: str, train_file: Path, **budget: Any) -> dict[str, Any]:
+        return SftJob(model=str(out / "base"), data=train_file, out=out / FOLDERS[name], recipe="toy-sft",
+                      validation=data / "valid.jsonl", **budget, **common).run()  # fmt: skip
 
-    def evaluate(model: Path, name: str) -> dict[str, Any]:
-        return EvalJob(model=str(model), data=data / "test.jsonl", out=out / "eval" / f"{name}.json", k=demo.eval_k,
-                       temperature=demo.temperature, **common).run()  # fmt: skip
+    def evaluate(name: str) -> dict[str, Any]:
+        return EvalJob(model=str(out / FOLDERS[name]), data=data / "test.jsonl", out=out / "eval" / f"{name}.json",
+                       k=demo.eval_k, temperature=demo.temperature, **common).run()  # fmt: skip
 
     stages = Stages(demo.quiet)
     made = stages.run("toy world", lambda: _reuse_world(world) or world.run())
     stages.run("pre-train the base", PretrainJob(corpus=data / "pretrain.txt", out=out / "base", preset=demo.preset,
                                                  tokens=demo.pretrain_tokens, **common).run)  # fmt: skip
-    stages.run("SFT", lambda: fine_tune(tuned, data / "train.jsonl", demo.sft_tokens))
-    sample = SampleJob(model=str(tuned), data=data / "train.jsonl", out=samples, k=demo.k,
-                       temperature=demo.temperature, **common)  # fmt: skip
+    trained = {"sft": stages.run("SFT", lambda: fine_tune("sft", gold, epochs=demo.epochs))}
+    sample = SampleJob(model=str(out / "sft"), data=gold, out=samples, k=demo.k, temperature=demo.temperature,
+                       **common)  # fmt: skip
     stages.run(f"sample k={demo.k} on the train questions", sample.run)
-    select = RejectJob(samples=(samples,), train=data / "train.jsonl", out=out / "rft.jsonl",
-                       stats=out / "reject-stats.json", quiet=demo.quiet)  # fmt: skip
+    select = RejectJob(samples=(samples,), train=gold, out=paths, stats=out / "reject-stats.json",
+                       quiet=demo.quiet)  # fmt: skip
     selection = {key: value for key, value in stages.run("reject", select.run).items() if key != "lines"}
-    rft_examples = demo.n_train + selection["selected"]
-    rft_tokens = round(demo.sft_tokens * rft_examples / demo.n_train)  # as many epochs as SFT (paper §3.3)
-    stages.run("RFT (from the base)", lambda: fine_tune(rft_model, out / "rft.jsonl", rft_tokens))
-    evaluations = {name: stages.run(f"evaluate {name}", lambda m=m, name=name: evaluate(m, name))
-                   for name, m in (("SFT", tuned), ("RFT", rft_model))}  # fmt: skip
+    trained["rft"] = stages.run("RFT (from the base)", lambda: fine_tune("rft", paths, epochs=demo.epochs))
+    trained["sft_at_rft_tokens"] = stages.run("SFT for RFT's tokens", lambda: fine_tune(
+        "sft_at_rft_tokens", gold, tokens=trained["rft"]["tokens_seen"]))  # fmt: skip
+    trained["rft_at_sft_tokens"] = stages.run("RFT for SFT's tokens", lambda: fine_tune(
+        "rft_at_sft_tokens", paths, tokens=trained["sft"]["tokens_seen"]))  # fmt: skip
+    evaluations = {name: stages.run(f"evaluate {name}", lambda name=name: evaluate(name)) for name in FOLDERS}
+    outcomes = {name: [greedy_outcomes(predictions_path(out / "eval" / f"{name}.json"))] for name in FOLDERS}
+    compared = compare(outcomes, seed=demo.seed)
     results = {
+        "format": RESULTS_FORMAT,
         "config": demo.identity(),
         "world": made,
         "selection": selection,
-        "rft_examples": rft_examples,
-        "evaluations": evaluations,
+        **{name: _model_entry(compared["models"][name], evaluations[name], trained[name]) for name in FOLDERS},
+        "contrasts": compared["contrasts"],
+        "verdict": compared["verdict"],
         "seconds": stages.seconds,
     }
     write_json(out / "results.json", results)
     write_demo_report(out, results)
     return results
+
+
+RESULTS_FORMAT = "rftlab.demo-results/2"
+
+
+def _model_entry(scores: dict[str, Any], evaluation: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """One model in results.json: maj1@1 with its interval, maj1@k and pass@k, and how it was trained."""
+    kept = training["validation"]["best"]
+    return {
+        **scores,
+        **{key: evaluation[key] for key in ("maj1@k", "pass@k") if key in evaluation},
+        "examples": training["examples"],
+        "tokens_seen": training["tokens_seen"],
+        "epochs": round(training["tokens_seen"] / kept["tokens_seen"] * kept["epoch"], 2),
+        "kept": kept,
+        "validation_curve": training["validation"]["curve"],
+    }
 
 
 def _reuse_world(world: WorldJob) -> dict[str, Any] | None:

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from rftlab.experiments.display import Block
 
 
+LABELS = {"sft": "SFT", "rft": "RFT", "sft_at_rft_tokens": "SFT at RFT's tokens",
+          "rft_at_sft_tokens": "RFT at SFT's tokens"}  # fmt: skip
+"""The demo's four models as its report names them (results.json keys them by `rftlab.compare.MODELS`)."""
+
+
 def _accuracy_by_steps(out: Path, name: str) -> dict[int, float]:
     """Greedy accuracy of one evaluated model by number of solution steps of the test problems."""
     steps = {record["id"]: record.get("steps") for _, record in iter_jsonl(out / "data" / "test.jsonl")}
@@ -36,20 +41,31 @@ def _accuracy_by_steps(out: Path, name: str) -> dict[int, float]:
 
 
 def demo_table(results: dict[str, Any]) -> str:
-    """The demo's result table (Markdown)."""
-    evaluations, selection, config = results["evaluations"], results["selection"], results["config"]
+    """The demo's result table, contrasts and verdict (Markdown)."""
+    selection, config = results["selection"], results["config"]
     k = config["eval_k"]
     rows = [
-        f"| model | training data | maj1@1 | maj1@{k} | pass@{k} |",
-        "|---|---|---|---|---|",
+        f"| model | training data | tokens (epochs) | kept: epoch, valid. | maj1@1 (95% CI) | maj1@{k} | pass@{k} |",
+        "|---|---|---|---|---|---|---|",
     ]
-    data = {"SFT": f"{config['n_train']:,} problems", "RFT": f"{results['rft_examples']:,} paths"}
-    for name, summary in evaluations.items():
+    for name, label in LABELS.items():
+        model = results[name]
+        low, high = model["maj1@1_ci95"]
+        data = f"{config['n_train']:,} problems" if name.startswith("sft") else f"{model['examples']:,} paths"
+        kept = f"{model['kept']['epoch']:.1f}, {100 * model['kept']['accuracy']:.1f}%"
         rows.append(
-            f"| {name} | {data[name]} | {summary['maj1@1']:.1f} | {summary.get('maj1@k', float('nan')):.1f} | "
-            f"{summary.get('pass@k', float('nan')):.1f} |"
+            f"| {label} | {data} | {model['tokens_seen']:,} ({model['epochs']:g}) | {kept} | "
+            f"{model['maj1@1']:.1f} ({low:.1f}-{high:.1f}) | {model.get('maj1@k', float('nan')):.1f} | "
+            f"{model.get('pass@k', float('nan')):.1f} |"
         )
+    rows += ["", "| contrast (maj1@1) | difference | 95% CI |", "|---|---|---|"]
+    for key, contrast in results["contrasts"].items():
+        a, b = key.split(" - ")
+        low, high = contrast["ci95"]
+        rows.append(f"| {LABELS[a]} - {LABELS[b]} | {contrast['difference']:+.1f} | {low:+.1f} to {high:+.1f} |")
     rows += [
+        "",
+        f"**{results['verdict']['status']}**: {results['verdict']['text']}",
         "",
         f"Rejection sampling: {selection['samples']:,} paths sampled ({selection['samples_per_problem']} per train "
         f"question, T={config['temperature']}); per question {selection['correct_per_problem']:.2f} correct, "
@@ -60,57 +76,86 @@ def demo_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _plot(out: Path, results: dict[str, Any], path: Path) -> None:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = results["config"]["eval_k"]
-    metrics = [("maj1@1", "maj1@1"), ("maj1@k", f"maj1@{k}"), ("pass@k", f"pass@{k}")]
-    figure, (bars, lines) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    width, steps = 0.38, set()
-    for offset, (name, summary) in enumerate(results["evaluations"].items()):
-        values = [summary.get(key, 0.0) for key, _ in metrics]
-        positions = [i + (offset - 0.5) * width for i in range(len(metrics))]
-        bars.bar(positions, values, width, label=name)
-        for x, value in zip(positions, values, strict=True):
-            bars.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
+    return plt
+
+
+def _save(figure: Any, path: Path) -> None:
+    with atomic_writer(path) as handle:
+        figure.savefig(handle, format="png", dpi=110)
+    figure.clear()
+
+
+def _plot_accuracy(out: Path, results: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    figure, (bars, lines) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    steps: set[int] = set()
+    for position, (name, label) in enumerate(LABELS.items()):
+        model = results[name]
+        low, high = model["maj1@1_ci95"]
+        bars.bar(position, model["maj1@1"], yerr=[[model["maj1@1"] - low], [high - model["maj1@1"]]], capsize=4)
+        bars.text(position, high + 1, f"{model['maj1@1']:.1f}", ha="center", fontsize=8)
         by_steps = _accuracy_by_steps(out, name)
         steps |= set(by_steps)
-        lines.plot(list(by_steps), list(by_steps.values()), marker="o", label=name)
-    bars.set_xticks(range(len(metrics)), [label for _, label in metrics])
-    bars.set_ylabel("test accuracy (%)")
+        lines.plot(list(by_steps), list(by_steps.values()), marker="o", label=label)
+    bars.set_xticks(range(len(LABELS)), [label.replace(" at ", "\nat ") for label in LABELS.values()], fontsize=8)
+    bars.set_ylabel("greedy test accuracy, maj1@1 (%), 95% CI")
     bars.set_ylim(0, 105)
-    bars.set_title("SFT vs RFT on the toy world")
-    bars.legend()
+    bars.set_title("RFT and SFT, compute-matched")
     lines.set_xticks(sorted(steps))
     lines.set_xlabel("solution steps")
     lines.set_ylabel("greedy test accuracy (%)")
     lines.set_ylim(0, 105)
     lines.set_title("by difficulty")
-    lines.legend()
-    with atomic_writer(path) as handle:
-        figure.savefig(handle, format="png", dpi=110)
+    lines.legend(fontsize=8)
+    _save(figure, path)
+    plt.close(figure)
+
+
+def _plot_validation(results: dict[str, Any], path: Path) -> None:
+    """Each model's validation accuracy against epochs, the kept checkpoint marked."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4), layout="constrained")
+    for name, label in LABELS.items():
+        curve, kept = results[name]["validation_curve"], results[name]["kept"]
+        line = axes.plot([p["epoch"] for p in curve], [100 * p["accuracy"] for p in curve], label=label)[0]
+        axes.plot([kept["epoch"]], [100 * kept["accuracy"]], marker="*", markersize=11, color=line.get_color())
+    axes.set_xlabel("epochs over the model's own training data")
+    axes.set_ylabel("greedy validation accuracy (%)")
+    axes.set_title("validation curves (star: the checkpoint kept)")
+    axes.legend(fontsize=8)
+    _save(figure, path)
     plt.close(figure)
 
 
 def write_demo_report(out: Path, results: dict[str, Any]) -> str:
-    """Writes `out/report.md` and `out/accuracy.png`; returns the table."""
+    """Writes `out/report.md`, `out/accuracy.png` and `out/validation.png`; returns the table."""
     table = demo_table(results)
-    _plot(out, results, out / "accuracy.png")
+    _plot_accuracy(out, results, out / "accuracy.png")
+    _plot_validation(results, out / "validation.png")
     timings = "\n".join(f"| {stage} | {seconds:.0f} |" for stage, seconds in results["seconds"].items())
     total = sum(results["seconds"].values())
+    config = results["config"]
     text = "\n".join([
-        "# rftlab demo: RFT on the toy world",
+        "# rftlab demo: RFT on the toy world, compute-matched",
         "",
-        "SFT trains the pre-trained base on the train problems (one gold solution each). RFT samples "
-        f"k={results['config']['k']} paths per train question from the SFT model, keeps the correct ones with "
-        "distinct equation lists, and trains the *base* again on the gold solutions plus those paths.",
+        f"SFT trains the pre-trained base for {config['epochs']:g} epochs on the {config['n_train']:,} train problems "
+        f"(one gold solution each). RFT samples k={config['k']} paths per train question from the SFT model, keeps "
+        "the correct ones with distinct equation lists, and trains the *base* again, as many epochs, on the gold "
+        "solutions plus those paths: more tokens. The controls match compute: SFT for RFT's tokens, RFT for SFT's. "
+        f"Each model is its best checkpoint on {config['n_valid']:,} validation problems (held out from training) "
+        f"within its budget. Test: {config['n_test']:,} problems; intervals resample them (bootstrap, 95%).",
         "",
         table,
         "",
         "![accuracy](accuracy.png)",
+        "",
+        "![validation curves](validation.png)",
         "",
         "Stage times of this invocation (a stage already done under the output folder takes about 0 s):",
         "",

@@ -177,11 +177,15 @@ def _make_progress_callback(description: str, show: bool | None) -> Any:
 
 
 def _steps_for(recipe: Recipe, examples: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
-    """Trainer arguments for the budget: epochs as they are, tokens turned into optimiser steps."""
+    """Trainer arguments for the budget: epochs as they are, tokens turned into optimiser steps: whole epochs
+    (each ends in a short batch) and the steps of the epoch begun, so that a token budget copied from another
+    run (`--tokens-of`) trains about as many tokens as it did."""
     if recipe.tokens is None:
         return {"num_train_epochs": recipe.epochs or 1.0}
-    mean_tokens = sum(len(e["input_ids"]) for e in examples) / max(len(examples), 1)
-    return {"max_steps": max(1, math.ceil(recipe.tokens / (recipe.global_batch * mean_tokens)))}
+    epoch_tokens = max(sum(len(e["input_ids"]) for e in examples), 1)
+    epoch_steps = max(1, math.ceil(len(examples) / recipe.global_batch))
+    epochs, rest = divmod(recipe.tokens, epoch_tokens)
+    return {"max_steps": max(1, epochs * epoch_steps + math.ceil(rest / epoch_tokens * epoch_steps))}
 
 
 def train_causal_lm(

@@ -18,18 +18,23 @@ class DemoJob(Job):
     HELP = "the whole RFT loop on the toy world, with a report"
     DESCRIPTION = (
         "Toy world -> pre-train a base -> SFT -> sample k paths per train question -> reject -> RFT from the base -> "
-        "evaluate SFT and RFT -> report.md. Every stage is kept under --out: a second run with the same settings "
-        "reuses what exists, an interrupted run resumes; other settings over an existing --out are refused "
-        "(--overwrite rebuilds)."
+        "the compute-matched controls (SFT for RFT's tokens, RFT for SFT's) -> evaluate the four -> results.json and "
+        "report.md, with 95% intervals and whether RFT beats SFT beyond extra compute. Each model is its best "
+        "checkpoint on a validation split within its budget. Every stage is kept under --out: a second run with the "
+        "same settings reuses what exists, an interrupted run resumes; other settings over an existing --out are "
+        "refused (--overwrite rebuilds)."
     )
 
     out: Path = option(Path("runs/demo"), "output folder", kind=IO)
     seed: int = option(0, "seed of every stage")
     n_train: int = option(4000, "train problems")
+    n_valid: int = option(
+        300, "validation problems (held out from training): each model is its best checkpoint on them"
+    )
     n_test: int = option(500, "test problems")
     preset: str = option("m", "model size", choices=tuple(PRESETS))
     pretrain_tokens: int = option(3_000_000, "pre-training budget")
-    sft_tokens: int = option(2_000_000, "SFT budget (RFT: the same epochs over its data)")
+    epochs: float = option(20.0, "SFT's budget in passes over the train problems; RFT gets as many over its data")
     k: int = option(4, "paths sampled per train question", flag="--k")
     temperature: float = option(0.7, "sampling temperature")
     eval_k: int = option(4, "samples per test question for maj1@k and pass@k")
