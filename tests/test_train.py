@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq
 
 from conftest import save_tiny_checkpoint
 from rftlab.cli import main
+from rftlab.data import Problem
 from rftlab.models import CHARACTERS, PRESETS, char_tokenizer, count_parameters, new_toy_model
 from rftlab.train import (
     IGNORE_INDEX,
@@ -31,7 +32,7 @@ from rftlab.train import (
     sft_example,
     train_causal_lm,
 )
-from rftlab.validation import Validation
+from rftlab.validation import Validation, greedy_accuracy
 
 QUERY, RESPONSE = "Ann has 7. Bob has 3 more. How many in all?", "Bob=<<7+3=10>>10\nTotal=<<7+10=17>>17\n#### 17"
 
@@ -354,3 +355,29 @@ def test_selection_by_loss_resumes_after_a_kill_to_the_same_model_and_curve(toy,
     assert best["loss"] == min(loss for _, loss in curves[0]) and facts[1]["validation"]["best"]["step"] == best["step"]
     a, b = (AutoModelForCausalLM.from_pretrained(folder).state_dict() for folder in (straight, killed))
     assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
+
+
+def test_greedy_accuracy_scores_the_sampler_s_greedy_answers_and_restores_training_mode(tokenizer, monkeypatch):
+    """The fake backend answers n+2 for even n and n for odd n: half right; one batch of 256 rows holds 256."""
+    asked = []
+
+    class Backend:
+        stop = ()
+
+        def __init__(self, model, tokenizer_):
+            self.tokenizer = tokenizer_
+            model.eval()
+
+        def generate(self, prompts, keys, settings):
+            asked.append((len(prompts), settings.temperature, settings.k))
+            texts = []
+            for prompt in prompts:
+                n = int(tokenizer.decode(prompt, skip_special_tokens=True).split("Ann has ")[1].split(".")[0])
+                texts.append(f"<<{n}+2={n + 2}>>\n#### {n + 2 if n % 2 == 0 else n}\nmore")
+            return [[tokenizer(text, add_special_tokens=False)["input_ids"]] for text in texts]
+
+    monkeypatch.setattr("rftlab.backends.hf.HFBackend", Backend)
+    problems = [Problem(f"p{n}", f"Ann has {n}. Total?", f"#### {n + 2}", str(n + 2)) for n in range(300)]
+    model = new_toy_model("tiny", tokenizer, seed=0).train()
+    assert greedy_accuracy(model, tokenizer, problems, "compact") == 0.5
+    assert model.training and asked == [(256, 0.0, 1), (44, 0.0, 1)]
