@@ -328,3 +328,19 @@ def test_several_unions_share_samples_and_name_their_runs(tmp_path):
     assert names == {"rft-b-U2-k2-s0": "U2", "rft-a-U2b-k1-s0": "U2b", "rft-b-U2b-k1-s0": "U2b"}
     with pytest.raises(StudyError, match="distinct names"):
         config(experiments={"union": [unions[0], unions[0]]})
+
+
+def test_a_world_with_a_validation_split_makes_every_sft_and_rft_model_select_on_it(tmp_path):
+    plan = build_plan(config({"data": {"toyworld": {**MICRO["data"]["toyworld"], "n_valid": 10}}}), tmp_path)
+    training = [cell for cell in plan.cells.values() if cell.kind == "sft"]
+    world = next(cell for cell in plan.cells.values() if cell.kind == "world" and cell.label == "default")
+    assert len(training) > 10 and {cell.label.split("-")[0] for cell in training} == {"sft", "rft"}
+    for cell in training:
+        assert cell.inputs["validation"] is world and cell.job.validation == Path(world.output()) / "valid.jsonl"
+        argv = cell.job.argv()
+        assert (
+            argv[argv.index("--validation") + 1] == str(world.folder / "world" / "valid.jsonl")
+            or "--validation" in argv
+        )
+    plain = build_plan(config(), tmp_path)
+    assert all(cell.job.validation is None for cell in plain.cells.values() if cell.kind == "sft")

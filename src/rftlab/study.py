@@ -40,6 +40,8 @@ from rftlab.jobs.world import WorldJob
 from rftlab.models import model_fingerprint
 
 RESULTS_FORMAT = "rftlab.study-results/1"
+SPLITS = ("train", "test", "valid")
+"""A study's problem files: train and test, and valid (held out from training, for checkpoint selection)."""
 PLACEHOLDER = Path("<cell>")
 """Where a job's outputs go until the plan names its cell's folder."""
 
@@ -207,10 +209,10 @@ def _data(value: Any, where: str, folder: Path) -> dict[str, Any]:
         world = _mapping(spec["toyworld"] or {}, f"{where}: toyworld")
         _known_keys(world, setting_names(WorldJob) - {"canonical"}, f"{where}: toyworld")
         return {"toyworld": _checked(WorldJob, world, f"{where}: toyworld", out=PLACEHOLDER)}
-    _known_keys(spec, {"train", "test"}, where)
+    _known_keys(spec, {"train", "test", "valid"}, where)
     if "train" not in spec or "test" not in spec:
-        raise StudyError(f"{where}: give toyworld settings, or train and test problem files")
-    return {split: str((folder / str(spec[split])).resolve()) for split in ("train", "test")}
+        raise StudyError(f"{where}: give toyworld settings, or train and test problem files (and valid, optional)")
+    return {split: str((folder / str(spec[split])).resolve()) for split in SPLITS if split in spec}
 
 
 # Planning ---------------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ class Planner:
     def world(self, canonical: bool = False) -> Cell:
         data = self.config.data
         if "toyworld" not in data:
-            identity = "|".join(f"{split}={_file_digest(Path(data[split]))}" for split in ("train", "test"))
+            identity = "|".join(f"{split}={_file_digest(Path(data[split]))}" for split in SPLITS if split in data)
             return self.plan.external("world", "files", str(Path(data["train"]).parent), identity, dict(data))
         job = WorldJob(out=PLACEHOLDER, **{**data["toyworld"], "canonical": canonical})
         return self.plan.add("world", "canonical" if canonical else "default", job)
@@ -266,6 +268,13 @@ class Planner:
         """The study's train, sample or eval settings with the base's own over them."""
         return {**getattr(self.config, section), **getattr(self.config.base(base), section)}
 
+    def validation(self) -> dict[str, Cell]:
+        """The world as a training job's `validation` input when it has a validation split (the toy world's
+        n_valid, or a valid file): every SFT and RFT model is then its best checkpoint on it."""
+        data = self.config.data
+        held = data["toyworld"].get("n_valid", 0) > 0 if "toyworld" in data else "valid" in data
+        return {"validation": self.world()} if held else {}
+
     def subset(self, fraction: float) -> Cell | None:
         if fraction == 1:
             return None
@@ -276,7 +285,7 @@ class Planner:
     def sft(self, base: str, fraction: float = 1.0, epochs: float | None = None, canonical: bool = False) -> Cell:
         world = self.world(canonical)
         subset = self.subset(fraction) if not canonical else None
-        inputs = {"base": self.base(base), "data": subset or world}
+        inputs = {"base": self.base(base), "data": subset or world, **self.validation()}
         budget = {"epochs": epochs if epochs is not None else self.epochs, "tokens": self.config.train.get("tokens")}
         if budget["epochs"] is not None:
             budget["tokens"] = None
@@ -287,6 +296,8 @@ class Planner:
 
     def _train_job(self, base: str, inputs: dict[str, Cell], budget: dict[str, Any]) -> SftJob:
         settings = {**self.options(base, "train"), **budget, "seed": self.seed}
+        if "validation" in inputs:
+            settings["validation"] = Path(_world_file(inputs["validation"], "valid"))
         return SftJob(model=inputs["base"].output(), data=Path(_train_path(inputs["data"])), out=PLACEHOLDER,
                       **settings)  # fmt: skip
 
@@ -308,7 +319,7 @@ class Planner:
 
     def rft(self, base: str, selection: Cell, label: str, tokens_of: Cell | None = None) -> Cell:
         """RFT trains the base on the rejection data, as many epochs as SFT (or, as a control, SFT's tokens)."""
-        inputs = {"base": self.base(base), "data": selection}
+        inputs = {"base": self.base(base), "data": selection, **self.validation()}
         if tokens_of is not None:
             inputs["tokens_of"] = tokens_of
             budget: dict[str, Any] = {"epochs": None, "tokens": None, "tokens_of": Path(tokens_of.output())}
