@@ -381,3 +381,14 @@ def test_greedy_accuracy_scores_the_sampler_s_greedy_answers_and_restores_traini
     model = new_toy_model("tiny", tokenizer, seed=0).train()
     assert greedy_accuracy(model, tokenizer, problems, "compact") == 0.5
     assert model.training and asked == [(256, 0.0, 1), (44, 0.0, 1)]
+
+
+def test_eval_count_spreads_the_measurements_over_the_budget_and_excludes_eval_every(tmp_path):
+    valid = tmp_path / "valid.jsonl"
+    assert Validation(valid, count=3).steps_between(48, 8) == 16
+    assert Validation(valid, count=5).steps_between(48, 8) == 10  # 10, 20, 30, 40 and the last, 48
+    assert Validation(valid).steps_between(48, 8) == 8 and Validation(valid, every=5).steps_between(48, 8) == 5
+    with pytest.raises(ValueError, match="--eval-every or --eval-count"):
+        Validation(valid, every=5, count=3)
+    with pytest.raises(ValueError, match="--eval-count must be at least 1"):
+        Validation(valid, count=0)

@@ -71,7 +71,8 @@ def run_demo(demo: Any) -> dict[str, Any]:
 
     def fine_tune(name: str, train_file: Path, **budget: Any) -> dict[str, Any]:
         return SftJob(model=str(out / "base"), data=train_file, out=out / FOLDERS[name], recipe="toy-sft",
-                      validation=data / "valid.jsonl", **budget, **common).run()  # fmt: skip
+                      validation=data / "valid.jsonl", eval_count=demo.eval_count, **budget,
+                      **common).run()  # fmt: skip
 
     def evaluate(name: str) -> dict[str, Any]:
         return EvalJob(model=str(out / FOLDERS[name]), data=data / "test.jsonl", out=out / "eval" / f"{name}.json",

@@ -227,7 +227,10 @@ def train_causal_lm(
     )
     selecting = {}
     if selection is not None:
-        every = selection.validation.steps_between(len(examples), recipe.global_batch)
+        epoch_steps = max(1, math.ceil(len(examples) / recipe.global_batch))
+        budget = _steps_for(recipe, examples)
+        total = budget.get("max_steps") or math.ceil(epoch_steps * budget["num_train_epochs"])
+        every = selection.validation.steps_between(total, epoch_steps)
         selecting = trainer_arguments(selection.validation, every)
     arguments = dict(
         output_dir=str(out / TRAINER_DIR),
@@ -489,7 +492,8 @@ def _validation_problems(validation: Validation, train: Sequence[Problem]) -> li
 
 def _validation_settings(validation: Validation) -> dict[str, Any]:
     """What of the validation decides the model kept: the problems' bytes, the metric, the interval."""
-    return {"data": _sha256(validation.data), "metric": validation.metric, "every": validation.every}
+    return {"data": _sha256(validation.data), "metric": validation.metric, "every": validation.every,
+            "count": validation.count}  # fmt: skip
 
 
 def recipe_with(name: str, **overrides: Any) -> Recipe:

@@ -1,10 +1,11 @@
 """Checkpoint selection on a validation split: the best model within a training budget, and its curve.
 
-Every `every` optimiser steps (default: once an epoch) and at the last step, the model in training is scored on
-problems held out from the train set, never the test set: greedy accuracy (the answers of the sampler's greedy
-paths) or the loss on the responses. The Trainer keeps the best checkpoint (the earliest of equals) and loads it
-at the end; the curve goes into the checkpoint's metadata. Under FSDP or DeepSpeed the weights are sharded and no
-process can decode alone, so there only the loss can select.
+Every `every` optimiser steps, or `count` times over the budget (default: once an epoch), and at the last
+step, the model in training is scored on problems held out from the train set, never the test set: greedy
+accuracy (the answers of the sampler's greedy paths) or the loss on the responses. The Trainer keeps the best
+checkpoint (the earliest of equals) and loads it at the end; the curve goes into the checkpoint's metadata.
+Under FSDP or DeepSpeed the weights are sharded and no process can decode alone, so there only the loss can
+select.
 """
 
 from __future__ import annotations
@@ -24,21 +25,29 @@ METRICS = ("accuracy", "loss")
 
 @dataclass(frozen=True)
 class Validation:
-    """Select by `metric` on the problems of `data`, measured every `every` optimiser steps (None: each epoch)."""
+    """Select by `metric` on the problems of `data`, measured every `every` optimiser steps, or `count` times
+    evenly over the budget (neither: once an epoch)."""
 
     data: Path
     metric: str = "accuracy"
     every: int | None = None
+    count: int | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"--select must be one of {', '.join(METRICS)} (got {self.metric!r})")
         if self.every is not None and self.every < 1:
             raise ValueError(f"--eval-every must be at least 1 optimiser step (got {self.every})")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"--eval-count must be at least 1 (got {self.count})")
+        if self.every is not None and self.count is not None:
+            raise ValueError("give --eval-every or --eval-count, not both")
 
-    def steps_between(self, examples: int, global_batch: int) -> int:
-        """Optimiser steps between two measurements: `every`, else one epoch's steps."""
-        return self.every or max(1, -(-examples // global_batch))
+    def steps_between(self, total_steps: int, epoch_steps: int) -> int:
+        """Optimiser steps between two measurements: `every`, else the budget over `count`, else an epoch's."""
+        if self.count is not None:
+            return max(1, -(-total_steps // self.count))
+        return self.every or epoch_steps
 
 
 @dataclass(frozen=True)

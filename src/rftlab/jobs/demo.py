@@ -35,6 +35,7 @@ class DemoJob(Job):
     preset: str = option("m", "model size", choices=tuple(PRESETS))
     pretrain_tokens: int = option(3_000_000, "pre-training budget")
     epochs: float = option(20.0, "SFT's budget in passes over the train problems; RFT gets as many over its data")
+    eval_count: int = option(10, "validation measurements over each model's budget (the best is kept)")
     k: int = option(4, "paths sampled per train question", flag="--k")
     temperature: float = option(0.7, "sampling temperature")
     eval_k: int = option(4, "samples per test question for maj1@k and pass@k")

@@ -51,11 +51,10 @@ class SftJob(TrainingOptions):
         choices=("accuracy", "loss"),
         group=SELECTION,
     )
-    eval_every: int | None = option(
-        None,
-        "optimiser steps between measurements (default: one epoch); the last step is always measured",
-        group=SELECTION,
-    )
+    eval_every: int | None = option(None, "optimiser steps between measurements (default: one epoch); the last "
+                                    "step is always measured", group=SELECTION, exclusive="measure")  # fmt: skip
+    eval_count: int | None = option(None, "measurements, evenly over the budget (instead of --eval-every)",
+                                    group=SELECTION, exclusive="measure")  # fmt: skip
     lora_r: int = option(0, "adapter rank (default 0: full fine-tuning)", group=LORA)
     lora_alpha: float | None = option(None, "scale numerator: updates scaled by alpha/r (default 2 r)", group=LORA)
     lora_dropout: float | None = option(None, "dropout on the adapters' input (default 0.05)", group=LORA)
@@ -70,14 +69,14 @@ class SftJob(TrainingOptions):
         self.selection()
 
     def selection(self):
-        """Validation settings from `--validation`, `--select` and `--eval-every` (None: keep the last checkpoint)."""
+        """Validation settings from `--validation`, `--select`, `--eval-every`, `--eval-count` (None: the last)."""
         from rftlab.validation import Validation
 
         if self.validation is None:
-            if self.eval_every is not None or self.select != "accuracy":
-                raise ValueError("--select and --eval-every need --validation")
+            if self.eval_every is not None or self.eval_count is not None or self.select != "accuracy":
+                raise ValueError("--select, --eval-every and --eval-count need --validation")
             return None
-        return Validation(self.validation, self.select, self.eval_every)
+        return Validation(self.validation, self.select, self.eval_every, self.eval_count)
 
     def lora(self):
         """LoRA settings from `--lora-*` (None: full fine-tuning); alpha defaults to 2 r."""
