@@ -297,7 +297,9 @@ def write_problems(path: Path, numbers: range, prefix: str) -> Path:
     return path
 
 
-def test_validation_keeps_the_best_checkpoint_the_earliest_of_equals_and_records_the_curve(toy, tmp_path, monkeypatch):
+def test_validation_keeps_the_best_checkpoint_the_earliest_of_equals_and_records_the_curve(
+    toy, tmp_path, monkeypatch, capfd
+):
     base, data = toy
     valid = write_problems(tmp_path / "valid.jsonl", range(64, 80), "valid")
     scripted, seen = iter([0.1, 0.5, 0.3, 0.5, 0.2, 0.4]), []
@@ -319,6 +321,7 @@ def test_validation_keeps_the_best_checkpoint_the_earliest_of_equals_and_records
     assert all(torch.equal(kept[name], seen[1][name]) for name in kept)
     assert not all(torch.equal(kept[name], seen[-1][name]) for name in kept)
     assert not list((tmp_path / "out" / "trainer").glob("checkpoint-*"))
+    assert "missing keys" not in capfd.readouterr().err  # the tied output head loads through the embeddings
 
 
 def test_validation_settings_are_checked_before_any_work(toy, tmp_path):

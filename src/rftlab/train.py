@@ -225,13 +225,6 @@ def train_causal_lm(
     checkpointing = next(
         name for name in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, name)
     )
-    selecting = {}
-    if selection is not None:
-        epoch_steps = max(1, math.ceil(len(examples) / recipe.global_batch))
-        budget = _steps_for(recipe, examples)
-        total = budget.get("max_steps") or math.ceil(epoch_steps * budget["num_train_epochs"])
-        every = selection.validation.steps_between(total, epoch_steps)
-        selecting = trainer_arguments(selection.validation, every)
     arguments = dict(
         output_dir=str(out / TRAINER_DIR),
         per_device_train_batch_size=recipe.device_batch,
@@ -259,7 +252,7 @@ def train_causal_lm(
         ddp_find_unused_parameters=False,
         **_steps_for(recipe, examples),
     )
-    args = TrainingArguments(**{**arguments, **selecting})
+    args = TrainingArguments(**{**arguments, **_selecting(selection, recipe, examples)})
     trainer = selecting_trainer(
         selection.score if selection else None,
         model=model,
@@ -307,6 +300,16 @@ def train_causal_lm(
         _remove_checkpoints(out)
         write_metadata(out, record)
     return record
+
+
+def _selecting(selection: Selection | None, recipe: Recipe, examples: Sequence[dict[str, list[int]]]) -> dict:
+    """The Trainer arguments of checkpoint selection (none without it), measuring at the selection's interval."""
+    if selection is None:
+        return {}
+    epoch_steps = max(1, math.ceil(len(examples) / recipe.global_batch))
+    budget = _steps_for(recipe, examples)
+    total = budget.get("max_steps") or math.ceil(epoch_steps * budget["num_train_epochs"])
+    return trainer_arguments(selection.validation, selection.validation.steps_between(total, epoch_steps))
 
 
 def _bf16(recipe: Recipe) -> bool:
