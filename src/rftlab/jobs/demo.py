@@ -27,7 +27,7 @@ class DemoJob(Job):
 
     out: Path = option(Path("runs/demo"), "output folder", kind=IO)
     seed: int = option(0, "seed of every stage")
-    n_train: int = option(4000, "train problems")
+    n_train: int = option(400, "train problems")
     n_valid: int = option(
         300, "validation problems (held out from training): each model is its best checkpoint on them"
     )
@@ -36,7 +36,7 @@ class DemoJob(Job):
     pretrain_tokens: int = option(3_000_000, "pre-training budget")
     epochs: float = option(20.0, "SFT's budget in passes over the train problems; RFT gets as many over its data")
     eval_count: int = option(10, "validation measurements over each model's budget (the best is kept)")
-    k: int = option(4, "paths sampled per train question", flag="--k")
+    k: int = option(8, "paths sampled per train question", flag="--k")
     temperature: float = option(0.7, "sampling temperature")
     eval_k: int = option(4, "samples per test question for maj1@k and pass@k")
     overwrite: bool = option(False, "rebuild every stage, replacing what an earlier demo left in --out", kind=RUNTIME)
