@@ -29,7 +29,7 @@ class DemoJob(Job):
     seed: int = option(0, "seed of every stage")
     n_train: int = option(400, "train problems")
     n_valid: int = option(
-        300, "validation problems (held out from training): each model is its best checkpoint on them"
+        200, "validation problems (held out from training): each model is its best checkpoint on them"
     )
     n_test: int = option(500, "test problems")
     preset: str = option("m", "model size", choices=tuple(PRESETS))
