@@ -60,8 +60,9 @@ def changed_by_editing(module, monkeypatch):
         ("rftlab.reject", {"reject"}),
         ("rftlab.jobs.sft", {"sft"}),
         ("rftlab.train", {"pretrain", "sft"}),
-        ("rftlab.decoding", {"sample", "eval"}),
-        ("rftlab.backends.vllm", {"sample", "eval"}),  # named in the backend registry as a string: still followed
+        # training selects checkpoints by the sampler's greedy accuracy (rftlab.validation): train.py runs it
+        ("rftlab.decoding", {"pretrain", "sft", "sample", "eval"}),
+        ("rftlab.backends.vllm", {"pretrain", "sft", "sample", "eval"}),  # named in the registry as a string
         ("rftlab.toyworld", {"world"}),
         ("rftlab.cli", set()),
         ("rftlab.study", set()),

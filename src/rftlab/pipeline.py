@@ -123,7 +123,7 @@ def _model_entry(scores: dict[str, Any], evaluation: dict[str, Any], training: d
         **{key: evaluation[key] for key in ("maj1@k", "pass@k") if key in evaluation},
         "examples": training["examples"],
         "tokens_seen": training["tokens_seen"],
-        "epochs": round(training["tokens_seen"] / kept["tokens_seen"] * kept["epoch"], 2),
+        "epochs": training["validation"]["curve"][-1]["epoch"],  # the last step is always measured
         "kept": kept,
         "validation_curve": training["validation"]["curve"],
     }
