@@ -9,7 +9,7 @@ from conftest import write_lines
 from rftlab.calculator import annotations, check_equation
 from rftlab.cli import main
 from rftlab.data import DataError, Problem
-from rftlab.reject import FarthestPaths, equation_key, reject, solved_buckets, statistics
+from rftlab.reject import FarthestPaths, equation_key, reject, solved_buckets, statistics, summary
 
 A = "<<5+5=10>>10\n#### 10"
 B = "<<2*5=10>>10\n#### 10"
@@ -227,3 +227,17 @@ def test_incremental_selection_equals_the_reference(paths):
 def test_problems_without_samples_keep_their_gold_solution():
     result = reject([Problem("7", "q", "#### 10", "10")], [])
     assert list(result.records()) == [{"query": "q", "response": "#### 10", "id": "7", "source": "gold"}]
+
+
+def test_statistics_count_the_selected_paths_that_repeat_the_gold_equation_list(tmp_path):
+    from rftlab.data import read_problems
+
+    problems = read_problems(problems_file(tmp_path, answers=("10", "20")))  # gold lists: 10+0=10, 20+0=20
+    samples = write_lines(tmp_path / "s.jsonl", [
+        {"id": "0", "response": "Sum=<<10+0=10>>10\n#### 10"},  # the gold's equations in other words
+        {"id": "0", "response": A},
+        {"id": "1", "response": "<<20+0=20>>\n#### 20"},
+    ])  # fmt: skip
+    stats = statistics(reject(problems, [samples]))
+    assert (stats["selected"], stats["gold_repeats"]) == (3, 2)
+    assert "2  (the gold solution's equation list again)" in summary(stats)

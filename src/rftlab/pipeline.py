@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rftlab.compare import MODELS
 from rftlab.data import read_json, write_json
 from rftlab.jobs.eval import EvalJob
 from rftlab.jobs.pretrain import PretrainJob
@@ -27,8 +28,7 @@ from rftlab.jobs.sft import SftJob
 from rftlab.jobs.world import WorldJob
 
 T = TypeVar("T")
-FOLDERS = {"sft": "sft", "rft": "rft", "sft_at_rft_tokens": "sft-at-rft-tokens",
-           "rft_at_sft_tokens": "rft-at-sft-tokens"}  # fmt: skip
+FOLDERS = {name: name.replace("_", "-") for name in MODELS}
 """Each model's checkpoint folder under the demo's."""
 OUTPUTS = ("data", "base", *FOLDERS.values(), "samples", "eval", "rft.jsonl", "reject-stats.json", "results.json",
            "report.md", "accuracy.png", "validation.png")  # fmt: skip

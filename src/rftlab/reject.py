@@ -291,6 +291,7 @@ def statistics(result: Rejection) -> dict[str, Any]:
         "correct_per_problem": share(sum(result.correct)),
         "checked_per_problem": share(sum(result.checked)),
         "distinct_per_problem": share(sum(selected)),
+        "gold_repeats": _gold_repeats(result),
         "coverage_by_file": [
             share(sum(0 <= first <= f for first in result.first_correct_file)) for f in range(len(result.files))
         ],
@@ -300,6 +301,16 @@ def statistics(result: Rejection) -> dict[str, Any]:
         "solved_histogram": {_bucket_label(b): count for b, count in zip(buckets, solved, strict=True)},
         "files": [vars(counts) for counts in result.files],
     }
+
+
+def _gold_repeats(result: Rejection) -> int:
+    """Selected paths whose equation list is the gold solution's: no new reasoning, the gold data again (the
+    reference code keeps them; a memorising SFT model samples little else)."""
+    repeats = 0
+    for problem, selection in zip(result.problems, result.selections, strict=True):
+        gold = equation_key(problem.response)
+        repeats += sum(gold is not None and equation_key(text) == gold for text, _ in selection.paths)
+    return repeats
 
 
 def summary(stats: dict[str, Any]) -> str:
@@ -312,6 +323,7 @@ def summary(stats: dict[str, Any]) -> str:
         f"  {'correct answer':<19} {stats['correct']:>10,}  ({stats['correct_per_problem']:.2f} per problem)",
         f"  {'+ equations check':<19} {stats['checked']:>10,}  ({stats['checked_per_problem']:.2f} per problem)",
         f"  {selected:<19} {stats['selected']:>10,}  ({stats['distinct_per_problem']:.2f} per problem)",
+        f"  {'  the gold equations':<19} {stats['gold_repeats']:>10,}  (the gold solution's equation list again)",
     ]
     if coverage:
         lines.append(

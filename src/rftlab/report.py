@@ -88,7 +88,6 @@ def _pyplot() -> Any:
 def _save(figure: Any, path: Path) -> None:
     with atomic_writer(path) as handle:
         figure.savefig(handle, format="png", dpi=110)
-    figure.clear()
 
 
 def _plot_accuracy(out: Path, results: dict[str, Any], path: Path) -> None:

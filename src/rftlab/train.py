@@ -225,6 +225,7 @@ def train_causal_lm(
     checkpointing = next(
         name for name in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, name)
     )
+    budget = _steps_for(recipe, examples)
     arguments = dict(
         output_dir=str(out / TRAINER_DIR),
         per_device_train_batch_size=recipe.device_batch,
@@ -250,9 +251,9 @@ def train_causal_lm(
         disable_tqdm=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
-        **_steps_for(recipe, examples),
+        **budget,
     )
-    args = TrainingArguments(**{**arguments, **_selecting(selection, recipe, examples)})
+    args = TrainingArguments(**{**arguments, **_selecting(selection, recipe, len(examples), budget)})
     trainer = selecting_trainer(
         selection.score if selection else None,
         model=model,
@@ -302,12 +303,12 @@ def train_causal_lm(
     return record
 
 
-def _selecting(selection: Selection | None, recipe: Recipe, examples: Sequence[dict[str, list[int]]]) -> dict:
-    """The Trainer arguments of checkpoint selection (none without it), measuring at the selection's interval."""
+def _selecting(selection: Selection | None, recipe: Recipe, examples: int, budget: dict[str, Any]) -> dict:
+    """The Trainer arguments of checkpoint selection (none without it), measuring at the selection's interval
+    over the `budget` (`_steps_for`'s)."""
     if selection is None:
         return {}
-    epoch_steps = max(1, math.ceil(len(examples) / recipe.global_batch))
-    budget = _steps_for(recipe, examples)
+    epoch_steps = max(1, math.ceil(examples / recipe.global_batch))
     total = budget.get("max_steps") or math.ceil(epoch_steps * budget["num_train_epochs"])
     return trainer_arguments(selection.validation, selection.validation.steps_between(total, epoch_steps))
 

@@ -10,6 +10,7 @@ select.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 METRICS = ("accuracy", "loss")
+_BACKENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""The sampler of each model in training, made at its first measurement."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,10 @@ def greedy_accuracy(
     from rftlab.sample import chunks, sample_texts
 
     training = model.training
-    backend, settings = HFBackend(model, tokenizer), SamplingSettings(k=1, temperature=0.0, template=template)
+    if model not in _BACKENDS:  # once a run: the decoder's self-check and the newline tokens do not change
+        _BACKENDS[model] = HFBackend(model, tokenizer)
+    backend, settings = _BACKENDS[model], SamplingSettings(k=1, temperature=0.0, template=template)
+    model.eval()
     extract, right = get_extractor(DEFAULT_EXTRACTOR), 0
     for chunk in chunks(len(problems), settings):
         batch = [problems[i] for i in chunk]
