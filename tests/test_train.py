@@ -25,6 +25,7 @@ from rftlab.models import CHARACTERS, PRESETS, char_tokenizer, count_parameters,
 from rftlab.train import (
     IGNORE_INDEX,
     Lora,
+    budget_arguments,
     corpus_documents,
     packed_blocks,
     recipe_with,
@@ -129,6 +130,14 @@ def test_training_lowers_the_loss_and_checkpoints_reload_identically(tokenizer, 
     with torch.no_grad():
         assert torch.equal(model(batch).logits, reloaded(batch).logits)
     assert not list((tmp_path / "trainer").glob("checkpoint-*"))
+
+
+def test_a_token_budget_is_whole_epochs_then_the_nearest_number_of_full_batches():
+    examples = [{"input_ids": [1] * 30}] * 10  # 300 tokens an epoch: batches of 4, 4 and a short 2
+    steps = {tokens: budget_arguments(recipe_with("toy-sft", tokens=tokens, global_batch=4), examples)["max_steps"]
+             for tokens in (120, 240, 250, 300, 900, 900 + 120, 10)}  # fmt: skip
+    assert steps == {120: 1, 240: 2, 250: 2, 300: 3, 900: 9, 1020: 10, 10: 1}
+    assert budget_arguments(recipe_with("toy-sft", epochs=2.5), examples) == {"num_train_epochs": 2.5}
 
 
 def test_corpus_blocks_are_packed_with_bos_and_eos(tokenizer):

@@ -176,16 +176,17 @@ def _make_progress_callback(description: str, show: bool | None) -> Any:
     return Progress()
 
 
-def _steps_for(recipe: Recipe, examples: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+def budget_arguments(recipe: Recipe, examples: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
     """Trainer arguments for the budget: epochs as they are, tokens turned into optimiser steps: whole epochs
-    (each ends in a short batch) and the steps of the epoch begun, so that a token budget copied from another
-    run (`--tokens-of`) trains about as many tokens as it did."""
+    (each ends in a short batch), then the nearest number of full batches, so that a token budget copied from
+    another run (`--tokens-of`) trains about as many tokens as it did and n full batches' tokens are n steps."""
     if recipe.tokens is None:
         return {"num_train_epochs": recipe.epochs or 1.0}
     epoch_tokens = max(sum(len(e["input_ids"]) for e in examples), 1)
     epoch_steps = max(1, math.ceil(len(examples) / recipe.global_batch))
+    batch_tokens = epoch_tokens / max(len(examples), 1) * recipe.global_batch
     epochs, rest = divmod(recipe.tokens, epoch_tokens)
-    return {"max_steps": max(1, epochs * epoch_steps + math.ceil(rest / epoch_tokens * epoch_steps))}
+    return {"max_steps": max(1, epochs * epoch_steps + min(epoch_steps, round(rest / batch_tokens)))}
 
 
 def train_causal_lm(
@@ -225,7 +226,7 @@ def train_causal_lm(
     checkpointing = next(
         name for name in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, name)
     )
-    budget = _steps_for(recipe, examples)
+    budget = budget_arguments(recipe, examples)
     arguments = dict(
         output_dir=str(out / TRAINER_DIR),
         per_device_train_batch_size=recipe.device_batch,
@@ -305,7 +306,7 @@ def train_causal_lm(
 
 def _selecting(selection: Selection | None, recipe: Recipe, examples: int, budget: dict[str, Any]) -> dict:
     """The Trainer arguments of checkpoint selection (none without it), measuring at the selection's interval
-    over the `budget` (`_steps_for`'s)."""
+    over the `budget` (`budget_arguments`'s)."""
     if selection is None:
         return {}
     epoch_steps = max(1, math.ceil(examples / recipe.global_batch))
