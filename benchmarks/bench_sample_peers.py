@@ -51,7 +51,7 @@ def toy_model(folder: Path, questions: int) -> list[list[int]]:
 def smollm2_model(questions: int) -> tuple[Path, list[list[int]]]:
     """SmolLM2-135M-Instruct as the vLLM backend's cached safetensors copy of the GGUF; GSM8K chat prompts."""
     from rftlab.backends.vllm import gguf_folder
-    from smollm2 import cached_gguf
+    from rftlab.smollm2 import cached_gguf
 
     folder = gguf_folder(cached_gguf())
     tokenizer = load_tokenizer(folder)

@@ -38,7 +38,7 @@ from rftlab.backends.base import BackendSettings, SamplingSettings, load_backend
 from rftlab.data import Problem, iter_samples, read_json, read_problems, write_json
 from rftlab.evaluate import evaluate_model, evaluate_sample_files
 from rftlab.sample import run_sampling
-from smollm2 import GGUF_NAME, Unavailable, cache_path, cached_gguf
+from rftlab.smollm2 import GGUF_NAME, Unavailable, cache_path, cached_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_DIR = Path(os.environ.get("RFTLAB_GSM8K_DIR") or ROOT.parent / "shared" / "data" / "gsm8k")

@@ -19,6 +19,12 @@ def write_lines(path: Path, records: list[dict | str]) -> Path:
     return path
 
 
+CHAT = (
+    "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[a] {% endif %}"
+)
+"""A minimal chat template for tiny checkpoints (the real models' templates need special tokens)."""
+
+
 def save_tiny_checkpoint(folder: Path, seed: int, chat_template: str | None = None) -> Path:
     """A freshly initialised `tiny` toy model and its tokenizer, saved as an ordinary checkpoint folder."""
     from rftlab.models import char_tokenizer, new_toy_model

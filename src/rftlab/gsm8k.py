@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -113,10 +114,23 @@ def load_gsm8k(source: str | os.PathLike[str] = DEFAULT_SOURCE, config: str = DE
 
 
 def write_gsm8k(out: str | os.PathLike[str], records: Records) -> dict[str, int]:
-    """Writes OUT/train.jsonl and OUT/test.jsonl, each atomically; returns the problems per split."""
-    counts = {}
-    for split in SPLITS:
+    """Writes OUT/SPLIT.jsonl for each split (train and test; the demo's valid too), each atomically; returns
+    the problems per split."""
+    for split, problems in records.items():
         with atomic_writer(Path(out) / f"{split}.jsonl") as handle:
-            handle.writelines((json.dumps(problem) + "\n").encode() for problem in records[split])
-        counts[split] = len(records[split])
-    return counts
+            handle.writelines((json.dumps(problem) + "\n").encode() for problem in problems)
+    return {split: len(problems) for split, problems in records.items()}
+
+
+def demo_splits(records: Records, n_train: int, n_valid: int, n_test: int, seed: int) -> Records:
+    """The real-model demo's problems: `n_train` and `n_valid` disjoint problems drawn with `seed` from GSM8K's
+    train split (each kept in file order), and the first `n_test` of its test split (0: all). Each problem gets
+    an `id` that names its split and line (`train-17`, `test-3`), so subsets of one copy never collide."""
+    train, test = records["train"], records["test"]
+    if n_train < 1 or n_valid < 0 or n_test < 0 or n_train + n_valid > len(train) or n_test > len(test):
+        raise ValueError(f"GSM8K has {len(train):,} train and {len(test):,} test problems: cannot take "
+                         f"{n_train:,} + {n_valid:,} from train and {n_test:,} from test")  # fmt: skip
+    drawn = random.Random(seed).sample(range(len(train)), n_train + n_valid)
+    chosen = {"train": sorted(drawn[:n_train]), "valid": sorted(drawn[n_train:])}
+    labelled = {name: [{"id": f"train-{i}", **train[i]} for i in lines] for name, lines in chosen.items()}
+    return {**labelled, "test": [{"id": f"test-{i}", **test[i]} for i in range(n_test or len(test))]}

@@ -1,15 +1,17 @@
-"""The whole RFT loop on the toy world, from nothing to a report: `rftlab demo`.
+"""The whole RFT loop, from nothing to a report: `rftlab demo`.
 
 Stages (each writes its files under the output folder and is skipped or resumed when run again):
-toy world (train, validation, test) -> pre-train a base -> SFT -> sample k paths per train question ->
-reject (correct, checked, distinct) -> RFT (the *base* trained again on the original data plus the selected
-paths, the same epochs, paper §3.3) -> the compute-matched controls (SFT for RFT's tokens, RFT for SFT's) ->
-evaluate the four on the test set -> results.json, report.md and a plot. Every model is the best checkpoint
-on the validation split within its budget (`rftlab.validation`); `rftlab.compare` gives the intervals.
+data (a toy world, or GSM8K subsets for a real preset; train, validation, test) -> a base (pre-trained on
+the toy corpus, or the real model as it is) -> SFT -> sample k paths per train question -> reject (correct,
+checked, distinct) -> RFT (the *base* trained again on the original data plus the selected paths, the same
+epochs, paper §3.3) -> the compute-matched controls (SFT for RFT's tokens, RFT for SFT's) -> evaluate the
+four on the test set -> results.json, report.md and plots. Every model is the best checkpoint on the
+validation split within its budget (`rftlab.validation`); `rftlab.compare` gives the intervals.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -26,6 +28,7 @@ from rftlab.jobs.reject import RejectJob
 from rftlab.jobs.sample import SampleJob
 from rftlab.jobs.sft import SftJob
 from rftlab.jobs.world import WorldJob
+from rftlab.smollm2 import cached_gguf
 
 T = TypeVar("T")
 FOLDERS = {name: name.replace("_", "-") for name in MODELS}
@@ -66,22 +69,29 @@ def run_demo(demo: Any) -> dict[str, Any]:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     data, samples = out / "data", out / "samples" / f"sft-k{demo.k}.jsonl"
     common = {"seed": demo.seed, "quiet": demo.quiet}
-    world = WorldJob(out=data, n_train=demo.n_train, n_valid=demo.n_valid, n_test=demo.n_test, seed=demo.seed)
     gold, paths = data / "train.jsonl", out / "rft.jsonl"
+    recipe = "smollm2" if demo.real() else "toy-sft"
 
     def fine_tune(name: str, train_file: Path, **budget: Any) -> dict[str, Any]:
-        return SftJob(model=str(out / "base"), data=train_file, out=out / FOLDERS[name], recipe="toy-sft",
-                      validation=data / "valid.jsonl", eval_count=demo.eval_count, **budget,
+        return SftJob(model=base, data=train_file, out=out / FOLDERS[name], recipe=recipe,
+                      validation=data / "valid.jsonl", select=demo.select, eval_count=demo.eval_count, **budget,
                       **common).run()  # fmt: skip
 
     def evaluate(name: str) -> dict[str, Any]:
         return EvalJob(model=str(out / FOLDERS[name]), data=data / "test.jsonl", out=out / "eval" / f"{name}.json",
-                       k=demo.eval_k, temperature=demo.temperature, **common).run()  # fmt: skip
+                       k=demo.eval_k or None, temperature=demo.temperature, **common).run()  # fmt: skip
 
     stages = Stages(demo.quiet)
-    made = stages.run("toy world", lambda: _reuse_world(world) or world.run())
-    stages.run("pre-train the base", PretrainJob(corpus=data / "pretrain.txt", out=out / "base", preset=demo.preset,
-                                                 tokens=demo.pretrain_tokens, **common).run)  # fmt: skip
+    if demo.real():
+        made = stages.run("GSM8K subsets", lambda: _gsm8k_subsets(demo, data))
+        base = stages.run("the base model", lambda: demo.model or str(cached_gguf()))
+    else:
+        world = WorldJob(out=data, n_train=demo.n_train, n_valid=demo.n_valid, n_test=demo.n_test, seed=demo.seed)
+        made = stages.run("toy world", lambda: _reuse(world.out / "toyworld.json", world.recorded()) or world.run())
+        base = str(out / "base")
+        stages.run("pre-train the base", PretrainJob(corpus=data / "pretrain.txt", out=out / "base",
+                                                     preset=demo.preset, tokens=demo.pretrain_tokens,
+                                                     **common).run)  # fmt: skip
     trained = {"sft": stages.run("SFT", lambda: fine_tune("sft", gold, epochs=demo.epochs))}
     sample = SampleJob(model=str(out / "sft"), data=gold, out=samples, k=demo.k, temperature=demo.temperature,
                        **common)  # fmt: skip
@@ -102,6 +112,7 @@ def run_demo(demo: Any) -> dict[str, Any]:
         "config": demo.identity(),
         "world": made,
         "selection": selection,
+        "test_problems": len(outcomes["sft"][0]),
         **{name: _model_entry(compared["models"][name], evaluations[name], trained[name]) for name in FOLDERS},
         "contrasts": compared["contrasts"],
         "verdict": compared["verdict"],
@@ -112,7 +123,7 @@ def run_demo(demo: Any) -> dict[str, Any]:
     return results
 
 
-RESULTS_FORMAT = "rftlab.demo-results/2"
+RESULTS_FORMAT = "rftlab.demo-results/3"
 
 
 def _model_entry(scores: dict[str, Any], evaluation: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
@@ -125,23 +136,44 @@ def _model_entry(scores: dict[str, Any], evaluation: dict[str, Any], training: d
         "tokens_seen": training["tokens_seen"],
         "epochs": training["validation"]["curve"][-1]["epoch"],  # the last step is always measured
         "kept": kept,
+        "validation_metric": training["validation"]["metric"],
         "validation_curve": training["validation"]["curve"],
     }
 
 
-def _reuse_world(world: WorldJob) -> dict[str, Any] | None:
-    """The summary of the world already in the folder when it was made with these settings; None when there is
-    none; FileExistsError when it was made with others."""
-    recorded = world.out / "toyworld.json"
+def _reuse(recorded: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary in `recorded` (a toy world's, the GSM8K subsets') when it was made with the `wanted`
+    settings, less its config; None when there is none; FileExistsError when it was made with others."""
     if not recorded.exists():
         return None
     summary = read_json(recorded)
-    wanted = json.loads(json.dumps(world.recorded()))  # as JSON holds it: tuples as lists
+    wanted = json.loads(json.dumps(wanted))  # as JSON holds it: tuples as lists
     made = {key: summary.get(key) for key in wanted}
     if made != wanted:
         differences = ", ".join(
             f"{key} {made[key]!r}, not {wanted[key]!r}" for key in wanted if made[key] != wanted[key]
         )
-        raise FileExistsError(f"{world.out} holds a toy world made with other settings ({differences}); pass "
+        raise FileExistsError(f"{recorded.parent} holds data made with other settings ({differences}); pass "
                               "--overwrite to rebuild the demo, or use another --out")  # fmt: skip
     return {key: value for key, value in summary.items() if key != "config"}
+
+
+def _gsm8k_subsets(demo: Any, data: Path) -> dict[str, Any]:
+    """The demo's GSM8K train, validation and test problems in `data` (`gsm8k.demo_splits`), with a record of
+    how they were drawn (gsm8k.json: source, seed, sizes, the source files' SHA-256) that a rerun checks."""
+    from rftlab.gsm8k import demo_splits, load_gsm8k, write_gsm8k
+
+    records = load_gsm8k(demo.gsm8k)
+    wanted = {"source": demo.gsm8k, "seed": demo.seed, "sizes": [demo.n_train, demo.n_valid, demo.n_test],
+              "sha256": {split: _digest(problems) for split, problems in records.items()}}  # fmt: skip
+    made = _reuse(data / "gsm8k.json", wanted)
+    if made is not None:
+        return made
+    splits = demo_splits(records, demo.n_train, demo.n_valid, demo.n_test, demo.seed)
+    summary = {**wanted, "problems": write_gsm8k(data, splits)}
+    write_json(data / "gsm8k.json", summary)
+    return summary
+
+
+def _digest(problems: list[dict[str, str]]) -> str:
+    return hashlib.sha256("".join(json.dumps(problem) + "\n" for problem in problems).encode()).hexdigest()

@@ -32,7 +32,10 @@ LABELS = {"sft": "SFT", "rft": "RFT", "sft_at_rft_tokens": "SFT at RFT's tokens"
 
 def _accuracy_by_steps(out: Path, name: str) -> dict[int, float]:
     """Greedy accuracy of one evaluated model by number of solution steps of the test problems."""
-    steps = {record["id"]: record.get("steps") for _, record in iter_jsonl(out / "data" / "test.jsonl")}
+    from rftlab.calculator import annotations
+
+    steps = {record["id"]: record.get("steps", len(annotations(record["response"])))  # GSM8K: its annotations
+             for _, record in iter_jsonl(out / "data" / "test.jsonl")}  # fmt: skip
     outcomes: dict[int, list[bool]] = defaultdict(list)
     for _, prediction in iter_jsonl(out / "eval" / f"{name}.predictions.jsonl"):
         if steps.get(prediction["id"]) is not None:
@@ -44,19 +47,20 @@ def demo_table(results: dict[str, Any]) -> str:
     """The demo's result table, contrasts and verdict (Markdown)."""
     selection, config = results["selection"], results["config"]
     k = config["eval_k"]
+    sampled = f" maj1@{k} | pass@{k} |" if k else ""
     rows = [
-        f"| model | training data | tokens (epochs) | kept: epoch, valid. | maj1@1 (95% CI) | maj1@{k} | pass@{k} |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | training data | tokens (epochs) | kept: epoch, valid. | maj1@1 (95% CI) |{sampled}",
+        "|---|---|---|---|---|" + "---|---|" * bool(k),
     ]
     for name, label in LABELS.items():
         model = results[name]
         low, high = model["maj1@1_ci95"]
         data = f"{config['n_train']:,} problems" if name.startswith("sft") else f"{model['examples']:,} paths"
-        kept = f"{model['kept']['epoch']:.1f}, {100 * model['kept']['accuracy']:.1f}%"
+        kept = f"{model['kept']['epoch']:.1f}, {_validation_value(model, model['kept'])}"
+        scores = f" {model['maj1@k']:.1f} | {model['pass@k']:.1f} |" if k else ""
         rows.append(
             f"| {label} | {data} | {model['tokens_seen']:,} ({model['epochs']:g}) | {kept} | "
-            f"{model['maj1@1']:.1f} ({low:.1f}-{high:.1f}) | {model.get('maj1@k', float('nan')):.1f} | "
-            f"{model.get('pass@k', float('nan')):.1f} |"
+            f"{model['maj1@1']:.1f} ({low:.1f}-{high:.1f}) |{scores}"
         )
     rows += ["", "| contrast (maj1@1) | difference | 95% CI |", "|---|---|---|"]
     for key, contrast in results["contrasts"].items():
@@ -74,6 +78,16 @@ def demo_table(results: dict[str, Any]) -> str:
         "path.",
     ]
     return "\n".join(rows)
+
+
+def _metric(model: dict[str, Any]) -> str:
+    """The validation metric that picked a demo model's checkpoint (results before it was recorded: accuracy)."""
+    return model.get("validation_metric", "accuracy")
+
+
+def _validation_value(model: dict[str, Any], point: dict[str, Any]) -> str:
+    metric = _metric(model)
+    return f"{100 * point[metric]:.1f}%" if metric == "accuracy" else f"loss {point[metric]:.4f}"
 
 
 def _pyplot() -> Any:
@@ -117,19 +131,27 @@ def _plot_accuracy(out: Path, results: dict[str, Any], path: Path) -> None:
 
 
 def _plot_validation(results: dict[str, Any], path: Path) -> None:
-    """Each model's validation accuracy against epochs, the kept checkpoint marked."""
+    """Each model's validation accuracy (or loss) against epochs, the kept checkpoint marked."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4), layout="constrained")
+    metric = _metric(results["sft"])
+    scale = 100 if metric == "accuracy" else 1
     for name, label in LABELS.items():
         curve, kept = results[name]["validation_curve"], results[name]["kept"]
-        line = axes.plot([p["epoch"] for p in curve], [100 * p["accuracy"] for p in curve], label=label)[0]
-        axes.plot([kept["epoch"]], [100 * kept["accuracy"]], marker="*", markersize=11, color=line.get_color())
+        line = axes.plot([p["epoch"] for p in curve], [scale * p[metric] for p in curve], label=label)[0]
+        axes.plot([kept["epoch"]], [scale * kept[metric]], marker="*", markersize=11, color=line.get_color())
     axes.set_xlabel("epochs over the model's own training data")
-    axes.set_ylabel("greedy validation accuracy (%)")
+    axes.set_ylabel("greedy validation accuracy (%)" if metric == "accuracy" else "validation loss")
     axes.set_title("validation curves (star: the checkpoint kept)")
     axes.legend(fontsize=8)
     _save(figure, path)
     plt.close(figure)
+
+
+def _demo_subject(config: dict[str, Any]) -> str:
+    if "gsm8k" in config:  # a real preset's
+        return f"GSM8K with {config.get('model') or 'SmolLM2-135M-Instruct'}"
+    return "the toy world"
 
 
 def write_demo_report(out: Path, results: dict[str, Any]) -> str:
@@ -141,14 +163,16 @@ def write_demo_report(out: Path, results: dict[str, Any]) -> str:
     total = sum(results["seconds"].values())
     config = results["config"]
     text = "\n".join([
-        "# rftlab demo: RFT on the toy world, compute-matched",
+        f"# rftlab demo: RFT on {_demo_subject(config)}, compute-matched",
         "",
-        f"SFT trains the pre-trained base for {config['epochs']:g} epochs on the {config['n_train']:,} train problems "
+        f"SFT trains the {'model' if 'gsm8k' in config else 'pre-trained base'} for {config['epochs']:g} epochs "
+        f"on the {config['n_train']:,} train problems "
         f"(one gold solution each). RFT samples k={config['k']} paths per train question from the SFT model, keeps "
         "the correct ones with distinct equation lists, and trains the *base* again, as many epochs, on the gold "
         "solutions plus those paths: more tokens. The controls match compute: SFT for RFT's tokens, RFT for SFT's. "
-        f"Each model is its best checkpoint on {config['n_valid']:,} validation problems (held out from training) "
-        f"within its budget. Test: {config['n_test']:,} problems; intervals resample them (bootstrap, 95%).",
+        f"Each model is its best checkpoint by {_metric(results['sft'])} on {config['n_valid']:,} validation problems "
+        f"(held out from training) within its budget. Test: {results['test_problems']:,} problems; intervals "
+        "resample them (bootstrap, 95%).",
         "",
         table,
         "",

