@@ -7,7 +7,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.rftlab-installed
 
-.PHONY: demo study test test-vllm lint bench bench-smollm2 clean
+.PHONY: demo demo-smollm2 study test test-vllm lint bench bench-smollm2 clean
 
 # torch goes in first and pinned: a looser requirement would fetch a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/rftlab demo --out runs/demo
+
+# The loop on GSM8K with a real model (SmolLM2-135M-Instruct, fine-tuned in full): about an hour on 2 cores.
+GSM8K ?= $(if $(wildcard ../shared/data/gsm8k/train.jsonl),../shared/data/gsm8k,openai/gsm8k)
+demo-smollm2: $(STAMP)
+	$(BIN)/rftlab demo --preset smollm2 --gsm8k $(GSM8K) --out runs/demo-smollm2
 
 study: $(STAMP)
 	$(BIN)/rftlab study studies/quick.yaml

@@ -14,7 +14,7 @@ REAL_PRESETS = ("smollm2",)
 DEFAULTS = {
     "toy": {"n_train": 400, "n_valid": 200, "n_test": 500, "pretrain_tokens": 3_000_000, "epochs": 20.0,
             "eval_count": 10, "select": "accuracy", "k": 8, "eval_k": 4},
-    "smollm2": {"n_train": 100, "n_valid": 50, "n_test": 200, "epochs": 3.0, "eval_count": 3, "select": "loss",
+    "smollm2": {"n_train": 64, "n_valid": 32, "n_test": 150, "epochs": 3.0, "eval_count": 3, "select": "loss",
                 "k": 4, "eval_k": 0},
 }  # fmt: skip
 """Each preset family's settings where the command line gives none: about 15 (toy) and 60 (smollm2) minutes on
@@ -35,7 +35,7 @@ class DemoJob(Job):
         "checkpoint on a validation split within its budget. Every stage is kept under --out: a second run with the "
         "same settings reuses what exists, an interrupted run resumes; other settings over an existing --out are "
         "refused (--overwrite rebuilds). Defaults: toy 400/200/500 problems, 20 epochs, k=8 (about 15 minutes on 2 "
-        "CPU cores); smollm2 100/50/200, 3 epochs, k=4, greedy test only (about 60)."
+        "CPU cores); smollm2 64/32/150, 3 epochs, k=4, greedy test only (about 60)."
     )
 
     out: Path = option(Path("runs/demo"), "output folder", kind=IO)
