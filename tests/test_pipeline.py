@@ -105,7 +105,7 @@ def test_a_demo_folder_of_other_settings_is_refused_and_overwrite_rebuilds_it(de
     assert json.loads((folder / "sft" / "rftlab.json").read_text())["examples"] == 20
 
 
-def test_a_preset_family_fills_the_settings_left_unset_and_refuses_the_other_family_s(tmp_path):
+def test_a_preset_family_fills_the_settings_left_unset_and_refuses_the_other_family_s():
     toy, real = DemoJob(), DemoJob(preset="smollm2", n_train=10)
     assert (toy.epochs, toy.k, toy.select, toy.pretrain_tokens) == (20.0, 8, "accuracy", 3_000_000)
     assert (real.n_train, real.epochs, real.select, real.eval_k, real.pretrain_tokens) == (10, 3.0, "loss", 0, None)

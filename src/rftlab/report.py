@@ -34,7 +34,8 @@ def _accuracy_by_steps(out: Path, name: str) -> dict[int, float]:
     """Greedy accuracy of one evaluated model by number of solution steps of the test problems."""
     from rftlab.calculator import annotations
 
-    steps = {record["id"]: record.get("steps", len(annotations(record["response"])))  # GSM8K: its annotations
+    # a toy problem records its steps; a GSM8K problem has one annotation a step
+    steps = {record["id"]: record["steps"] if "steps" in record else len(annotations(record["response"]))
              for _, record in iter_jsonl(out / "data" / "test.jsonl")}  # fmt: skip
     outcomes: dict[int, list[bool]] = defaultdict(list)
     for _, prediction in iter_jsonl(out / "eval" / f"{name}.predictions.jsonl"):
