@@ -26,7 +26,14 @@ MICRO = {
     "experiments": {
         "pretraining": {"bases": "all"},
         "data": {"bases": ["b"], "fractions": ["1/4", "1/2", 1], "epochs": "both"},
-        "k": {"bases": ["b"], "k": [1, 2], "no_dedup": [2], "canonical": [2], "equal_tokens": [2]},
+        "k": {
+            "bases": ["b"],
+            "k": [1, 2],
+            "no_dedup": [2],
+            "canonical": [2],
+            "equal_tokens": [2],
+            "sft_at_rft_tokens": [2],
+        },
         "union": {"sources": "all", "k": 2, "targets": "all"},
     },
 }
@@ -73,14 +80,18 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     assert runs["rft-b-k2-canonical-s0"]["world"] == "canonical"
     control = runs["rft-b-k2-eqtokens-s0"]
     assert control["budget"] == "tokens" and control["tokens"] <= runs["sft-b-e1-s0"]["tokens"] + 64
-    assert results["cells"]["ran"] == results["cells"]["total"] == 45
+    matched = runs["sft-b-at-rft-b-k2-s0"]  # SFT on the gold data for the tokens RFT at k=2 trained on
+    assert matched["roles"] == [{"family": "k", "base": "b", "variant": "sft at rft tokens", "k": 2, "fraction": 1.0,
+                                 "epochs": None, "rule": None, "union": None}]  # fmt: skip
+    assert matched["examples"] == 60 and abs(matched["tokens"] - own["tokens"]) <= 8 * 64
+    assert results["cells"]["ran"] == results["cells"]["total"] == 47
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "| rft-a-union-k2 |" in report
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
         "data.png", "gain.png", "k.png", "pretraining.png", "union.png"]  # fmt: skip
     assert "data:image/png;base64," in (out / "report.html").read_text()
     analysis = json.loads((out / "analysis.json").read_text())
-    assert len(analysis["findings"]) == 11
+    assert len(analysis["findings"]) == 12
 
 
 def test_a_second_run_does_no_work(micro):
@@ -103,7 +114,10 @@ def test_a_changed_setting_changes_only_the_cells_that_depend_on_it():
     changed = set(build_plan(config({"sample": {"temperature": 1.0}}), Path("c")).cells)
     plan = build_plan(config(), Path("c"))
     unchanged_sft = {c.label for k, c in plan.cells.items() if c.kind == "sft" and k in changed}
-    assert unchanged_sft == {c.label for c in plan.cells.values() if c.kind == "sft" and c.label.startswith("sft-")}
+    gold = {
+        c.label for c in plan.cells.values() if c.kind == "sft" and c.label.startswith("sft-") and "-at-" not in c.label
+    }
+    assert unchanged_sft == gold  # SFT for RFT's tokens depends on the samples, as RFT does
     assert kinds_of_changed_cells(config(), config({"train": {"epochs": 2}})) == ["eval", "reject", "sample", "sft"]
 
 
@@ -112,7 +126,7 @@ def test_a_changed_eval_setting_reruns_only_the_evaluations(micro, tmp_path):
     cache = tmp_path / "cells"
     shutil.copytree(out / "cells", cache)
     results = run_study(config({"eval": {"max_new_tokens": 50}}), tmp_path, cache=cache, quiet=True)
-    assert results["cells"]["ran"] == sum(1 for run in results["runs"]) == 15
+    assert results["cells"]["ran"] == sum(1 for run in results["runs"]) == 16
 
 
 def test_an_interrupted_study_resumes_with_the_same_results(micro, tmp_path, monkeypatch):
@@ -169,6 +183,7 @@ def test_subsets_are_seeded_and_sized(micro):
         ({"experiments": {"data": {"fractions": [2]}}}, "not in (0, 1]"),
         ({"experiments": {"union": {"sources": ["a"], "k": 2}}}, "at least two models"),
         ({"experiments": {"k": {"k": [0]}}}, "at least 1"),
+        ({"experiments": {"k": {"k": [1], "sft_at_rft_tokens": [2]}}}, "k=2 is not in k"),
         ({"experiments": {}}, "name at least one"),
         ({"train": {"epochs": 1, "tokens": 5}}, "not both"),
         ({"data": {"train": "t.jsonl", "test": "t.jsonl"}, "experiments": {"k": {"canonical": [2]}}}, "toy world"),
@@ -188,7 +203,7 @@ def test_the_cli_lists_cells_and_reports_bad_files(tmp_path, capsys):
     path.write_text(yaml.safe_dump(MICRO))
     assert main(["study", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 45 and all(line.startswith("to run") for line in listing)
+    assert len(listing) == 47 and all(line.startswith("to run") for line in listing)
     assert "rftlab toyworld --out" in listing[0] and "--n-train 60" in listing[0]
     path.write_text("name: [unclosed")
     assert main(["study", str(path)]) == 2

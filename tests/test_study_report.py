@@ -12,6 +12,7 @@ import pytest
 
 from rftlab.experiments import analyse_study
 from rftlab.experiments.analysis import CONTRADICTED, NOT_TESTED, PARTLY, SUPPORTED, TOO_FEW
+from rftlab.experiments.base import Role
 from rftlab.report import write_study_report
 
 PROBLEMS = 400
@@ -178,6 +179,14 @@ def add_k(study: Study, base: str = "b3") -> None:
     study.rft(base, 8, 65, 3.0, ["k"], budget="tokens", epochs=None)
 
 
+def add_sft_at_rft_tokens(study: Study, base: str = "b3", accuracy: float = 63) -> None:
+    """SFT for the tokens of RFT at k=8 (after add_k: RFT scores 58 + 4·3 = 70 there)."""
+    study.experiments["k"]["sft_at_rft_tokens"] = [8]
+    control = Role("k", base, "sft at rft tokens", 8).to_json()  # results of today's code carry roles
+    study.add(f"sft-{base}-at-rft-{base}-k8", accuracy, ["k"], base=base, budget="tokens", epochs=None,
+              tokens=250_000, roles=[control])  # fmt: skip
+
+
 def add_union(study: Study, union: dict[str, float]) -> None:
     """Own RFT at k=4: b1 58, b2 62, b3 66 (from add_k), b5 74 (gain = 18 - 0.2·SFT); unions as given."""
     sources = list(LOSSES)
@@ -291,7 +300,29 @@ def test_k_family_paths_fit_and_controls(full):
     assert control["epochs_minus_tokens"]["value"] == pytest.approx(5.0)
     for claim in ("RFT accuracy rises with", "RFT beats SFT", "De-duplicated", "Without path diversity", "RFT's gain"):
         assert by_claim(full, claim)["verdict"] == SUPPORTED, claim
+    assert by_claim(full, "With RFT's training tokens")["verdict"] == NOT_TESTED
     assert "rises 4.0 points per distinct path" in by_claim(full, "RFT accuracy rises with")["sentences"][0]
+
+
+@pytest.mark.parametrize("control, verdict", [(63, SUPPORTED), (73, CONTRADICTED)])
+def test_sft_for_rfts_tokens_is_compared_with_rft_at_its_k(control, verdict, tmp_path):
+    study = Study()
+    add_pretraining(study)
+    add_k(study)
+    add_sft_at_rft_tokens(study, accuracy=control)
+    analysis = analyse_study(study.results())
+    (entry,) = analysis["k"]["bases"]
+    (matched,) = entry["sft_at_rft_tokens"]
+    assert matched["k"] == 8 and matched["control"]["accuracy"] == pytest.approx(control)
+    assert matched["difference"]["value"] == pytest.approx(70 - control)
+    assert entry["sft"]["accuracy"] == pytest.approx(sft_accuracy("b3"))  # the control is not taken for SFT
+    finding = by_claim(analysis, "With RFT's training tokens")
+    assert finding["verdict"] == verdict
+    assert finding["sentences"][0].startswith(
+        f"b3, k=8: RFT scores 70.0% on 300,000 tokens, SFT trained for as many (250,000) {control:.1f}%"
+    )
+    report = write_study_report(tmp_path, study.results()).read_text()
+    assert f"| SFT for the tokens of RFT at k=8 | 0 | – | – | 4,000 | 250,000 | {control:.1f} (" in report
 
 
 def test_union_and_gain(full):
@@ -510,7 +541,8 @@ def test_report_module_imports_without_numpy_or_matplotlib():
 
 
 def test_the_analysis_is_the_same_as_before_the_families_were_modules(full):
-    """tests/data/study-analysis-full.json: analysis.json of `full_study()` from rftlab.findings (commit d26c132)."""
+    """tests/data/study-analysis-full.json: analysis.json of `full_study()` from rftlab.findings (commit d26c132),
+    plus the k family's entry and finding for SFT at RFT's tokens (no such runs: not tested)."""
     expected = json.loads((Path(__file__).parent / "data" / "study-analysis-full.json").read_text())
     assert full == expected
 
@@ -565,3 +597,37 @@ def test_runs_carry_their_roles_and_the_analysis_selects_by_them_as_it_does_olde
     for run in results["runs"]:
         del run["roles"]
     assert analyse_study(results) == analysis
+
+
+def curve(values: list[float]) -> dict:
+    """A validation record as rftlab.json holds it: accuracy per epoch, the best (earliest of equals) kept."""
+    points = [{"step": 10 * epoch, "epoch": float(epoch), "tokens_seen": 1000 * epoch, "accuracy": value}
+              for epoch, value in enumerate(values, start=1)]  # fmt: skip
+    return {
+        "metric": "accuracy",
+        "curve": points,
+        "best": max(points, key=lambda point: (point["accuracy"], -point["step"])),
+    }
+
+
+def test_validation_curves_of_the_k_family_show_which_runs_peaked(tmp_path):
+    study = Study(seeds=(0, 1))
+    study.experiments["k"] = {"bases": ["b3"], "k": [8]}
+    study.sft("b3", 60, ["k"])
+    study.rft("b3", 8, 70, 3.0, ["k"])
+    results = study.results()
+    curves = {"sft": curve([0.2, 0.5, 0.4]), "rft": curve([0.2, 0.4, 0.6])}  # SFT peaks at epoch 2 of 3; RFT rises
+    for run in results["runs"]:
+        run["validation"] = curves[run["stage"]]
+    analysis = analyse_study(results)
+    models = {entry["variant"]: entry for entry in analysis["validation"]["models"]}
+    assert set(models) == {"sft", "rft"} and models["rft"]["k"] == 8
+    assert models["sft"]["peaked"] == 2 and models["rft"]["peaked"] == 0
+    assert [seed["best"]["epoch"] for seed in models["sft"]["seeds"]] == [2.0, 2.0]
+    report = write_study_report(tmp_path, results).read_text()
+    assert "2 of 4 runs kept a checkpoint before the end of their budget" in report
+    assert "| sft-b3 | 0 | accuracy | 2.0, 50.0% | 3.0, 40.0% |" in report
+    assert (tmp_path / "figures" / "validation.png").stat().st_size > 0
+    for run in results["runs"]:
+        run["validation"] = None  # a study without a validation split
+    assert not analyse_study(results)["validation"]["tested"]

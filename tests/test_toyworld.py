@@ -266,6 +266,21 @@ def test_pretraining_corpus_keeps_off_excluded_questions():
     assert not statements_set & set(pretraining_corpus(0, config, statements_set, 1500))
 
 
+def test_solved_task_questions_join_the_corpus_without_changing_the_rest():
+    config = WorldConfig()
+    train, test = make_split(300, 40, 0, config)
+    exclude = {record["query"] for record in train + test}
+    plain, mixed = pretraining_corpus(0, config, exclude, 600), pretraining_corpus(0, config, exclude, 600, 200)
+    assert mixed == pretraining_corpus(0, config, exclude, 600, 200) and len(mixed) == 800
+    added = [doc for doc in mixed if doc.startswith("Q: ") and ("in all?" in doc or "total cost?" in doc)]
+    assert len(added) == 200 and [doc for doc in mixed if doc not in added] == plain  # inserted, order kept
+    assert not any(doc.startswith("Q: ") and doc[3:].split("\nA: ")[0] in exclude for doc in added)
+    solutions = [doc.split("\nA: ")[1] for doc in added]
+    for solution in solutions:
+        assert_correct(solution, int(extract_gsm8k(solution)))
+    assert mixed[-200:] != added and mixed[:200] != added  # spread through the corpus
+
+
 def test_write_toyworld_reproduces_files(tmp_path):
     first = write_toyworld(tmp_path / "a", n_train=300, n_test=40, seed=3, corpus_docs=400)
     write_toyworld(tmp_path / "b", n_train=300, n_test=40, seed=3, corpus_docs=400)

@@ -282,16 +282,24 @@ class Planner:
         job = SubsetJob(data=Path(_train_path(world)), out=PLACEHOLDER, fraction=fraction, seed=self.seed)
         return self.plan.add("subset", _label(_fraction_label(fraction), f"s{self.seed}"), job, {"data": world})
 
-    def sft(self, base: str, fraction: float = 1.0, epochs: float | None = None, canonical: bool = False) -> Cell:
+    def sft(self, base: str, fraction: float = 1.0, epochs: float | None = None, canonical: bool = False,
+            tokens_of: Cell | None = None) -> Cell:  # fmt: skip
+        """SFT of the base on the (canonical world's, or a fraction of the) gold data for the study's epochs,
+        `epochs`, or, as a control, the tokens another model (`tokens_of`, an RFT model) trained on."""
         world = self.world(canonical)
         subset = self.subset(fraction) if not canonical else None
         inputs = {"base": self.base(base), "data": subset or world, **self.validation()}
         budget = {"epochs": epochs if epochs is not None else self.epochs, "tokens": self.config.train.get("tokens")}
-        if budget["epochs"] is not None:
+        if tokens_of is not None:
+            inputs["tokens_of"] = tokens_of
+            budget = {"epochs": None, "tokens": None, "tokens_of": Path(tokens_of.output())}
+        elif budget["epochs"] is not None:
             budget["tokens"] = None
         job = self._train_job(base, inputs, budget)
         label = _label("sft", base, "canonical" if canonical else "", _fraction_label(fraction) if fraction < 1 else "",
-                       _epoch_label(budget["epochs"]) if budget["epochs"] else "", f"s{self.seed}")  # fmt: skip
+                       _epoch_label(budget["epochs"]) if budget["epochs"] else "",
+                       f"at-{tokens_of.label.removesuffix(f'-s{self.seed}')}" if tokens_of else "",
+                       f"s{self.seed}")  # fmt: skip
         return self.plan.add("sft", label, job, inputs, self.launch(base, "sft"))
 
     def _train_job(self, base: str, inputs: dict[str, Cell], budget: dict[str, Any]) -> SftJob:
@@ -420,6 +428,7 @@ def _run_result(run: dict[str, Any]) -> dict[str, Any]:
         **record,
         "examples": facts["examples"],
         "tokens": facts["tokens_seen"],
+        "validation": facts.get("validation"),
         "rft_data": rft_data,
         "maj1@1": summary["maj1@1"],
         "correct": correct,

@@ -33,16 +33,8 @@ from rftlab.data import PROMPT_TEMPLATES, atomic_writer, write_json, write_jsonl
 FORMAT = "rftlab.toyworld/1"
 """The prompt format of SFT data, used here for the solved documents of the pre-training corpus."""
 NAMES = ("Ann", "Bob", "Cy", "Dan", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jo")
-ITEMS = {
-    "apples": "apple",
-    "pens": "pen",
-    "cards": "card",
-    "books": "book",
-    "eggs": "egg",
-    "shells": "shell",
-    "stamps": "stamp",
-    "marbles": "marble",
-}
+ITEMS = {plural: plural.removesuffix("s") for plural in ("apples", "pens", "cards", "books", "eggs", "shells", "stamps",
+                                                         "marbles")}  # fmt: skip
 """Item nouns, plural to singular: shown in verbose text, and in terse text when there are distractors."""
 SURFACES = ("terse", "verbose")
 TEST_BUCKETS = 8
@@ -54,15 +46,8 @@ DRILL_SHARE, STATEMENT_SHARE = 0.2, 0.3
 
 _TIMES_WORDS = {2: "twice", 3: "three times"}
 _SENTENCE_END_RE = re.compile(r"[.?!] ")
-_TERSE_LABELS = {
-    "derive": "{name}",
-    "share": "{name} cost",
-    "partial": "Sum",
-    "partial_cost": "Sum",
-    "total": "Total",
-    "cost": "Cost",
-    "difference": "Difference",
-}
+_TERSE_LABELS = {"derive": "{name}", "share": "{name} cost", "partial": "Sum", "partial_cost": "Sum", "total": "Total",
+                 "cost": "Cost", "difference": "Difference"}  # fmt: skip
 _VERBOSE_LINES = {
     "derive": "{name} has {calc} {noun}.",
     "share": "{name}'s {items} cost {calc} dollars.",
@@ -607,12 +592,14 @@ def _other_family_doc(problem: ToyProblem, rng: random.Random, surface: str) -> 
 
 
 def pretraining_corpus(
-    seed: int, config: WorldConfig, exclude: Collection[str], n_docs: int = DEFAULT_CORPUS_DOCS
+    seed: int, config: WorldConfig, exclude: Collection[str], n_docs: int = DEFAULT_CORPUS_DOCS, n_solved: int = 0
 ) -> list[str]:
     """Documents from the world that never state an excluded question's facts (pass train + test queries).
 
     About `DRILL_SHARE` are arithmetic drills, `STATEMENT_SHARE` unsolved problem statements, and the rest
     solved single-person and difference questions in the SFT format (the `compact` prompt template + solution).
+    `n_solved` more, spread among them, are solved total and cost questions (fresh problems, one drawn strategy
+    each; canonical in a canonical world): a base that has seen the task, as a web-trained model has seen math.
     """
     rng = random.Random(f"rftlab.toyworld.pretrain:{seed}")
     docs: list[str] = []
@@ -626,7 +613,18 @@ def pretraining_corpus(
         doc = doc or _other_family_doc(problem, rng, config.surface)
         if doc is not None:
             docs.append(doc)
-    return docs
+    return _with_solved(docs, seed, config, exclude, n_solved)
+
+
+def _with_solved(docs: list[str], seed: int, config: WorldConfig, exclude: Collection[str], n_solved: int) -> list[str]:
+    """`docs` with `n_solved` solved total and cost questions inserted at drawn places."""
+    rng, mixed = random.Random(f"rftlab.toyworld.pretrain-solved:{seed}"), list(docs)
+    for _ in range(n_solved):
+        problem = _fresh_problem(rng, config, exclude)
+        prompt = PROMPT_TEMPLATES["compact"].format(query=problem.question(config.surface))
+        solution = problem.solution(None if config.canonical else rng, config.surface)
+        mixed.insert(rng.randint(0, len(mixed)), prompt + solution)
+    return mixed
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -660,9 +658,11 @@ def write_toyworld(
     config: WorldConfig = DEFAULT_CONFIG,
     corpus_docs: int = DEFAULT_CORPUS_DOCS,
     n_valid: int = 0,
+    corpus_solved: int = 0,
 ) -> dict[str, Any]:
     """Writes train.jsonl, test.jsonl, pretrain.txt (documents, one blank line apart), toyworld.json and, with
     `n_valid`, valid.jsonl: problems held out from training for checkpoint selection (`generate_validation`).
+    `corpus_solved`: solved questions of the task's families added to the corpus (`pretraining_corpus`).
 
     Returns the summary that toyworld.json also holds: counts, lengths, steps and path diversity.
     """
@@ -673,7 +673,7 @@ def write_toyworld(
     valid_problems = generate_validation(n_valid, seed, config, asked) if n_valid else []
     valid = _records("valid", valid_problems, config, random.Random(f"rftlab.toyworld.valid-strategies:{seed}"))
     held = {record["query"] for record in train + test + valid}
-    docs = pretraining_corpus(seed, config, held, corpus_docs)
+    docs = pretraining_corpus(seed, config, held, corpus_docs, corpus_solved)
     text = "\n\n".join(docs) + "\n"
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "test.jsonl", test)
@@ -688,6 +688,7 @@ def write_toyworld(
         "test": len(test),
         **({"valid": len(valid)} if valid else {}),
         "pretrain_docs": len(docs),
+        "pretrain_solved": corpus_solved,
         "pretrain_chars": len(text),
         **_summary(train_problems, train),
     }

@@ -100,7 +100,8 @@ class Planner(Protocol):
     def world(self, canonical: bool = False) -> Cell: ...
     def base(self, name: str) -> Cell: ...
     def subset(self, fraction: float) -> Cell | None: ...
-    def sft(self, base: str, fraction: float = 1.0, epochs: float | None = None, canonical: bool = False) -> Cell: ...
+    def sft(self, base: str, fraction: float = 1.0, epochs: float | None = None, canonical: bool = False,
+            tokens_of: Cell | None = None) -> Cell: ...  # fmt: skip
     def request_samples(self, model: Cell, k: int) -> None: ...
     def samples(self, model: Cell, source: str, world: Cell) -> Cell: ...
     def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str) -> Cell: ...
@@ -110,10 +111,10 @@ class Planner(Protocol):
 
 # Roles ------------------------------------------------------------------------------------------
 
-VARIANTS = ("sft", "canonical sft", "rft", "no dedup", "canonical", "equal tokens", "union")
-"""What a run is: SFT in the default or canonical world; RFT on its own SFT model's paths (de-duplicated, the
-default world, SFT's epochs), without de-duplication, in the canonical world, or with SFT's tokens; RFT on a
-union's pooled paths."""
+VARIANTS = ("sft", "canonical sft", "sft at rft tokens", "rft", "no dedup", "canonical", "equal tokens", "union")
+"""What a run is: SFT in the default or canonical world, or for the tokens of RFT at its k (a control); RFT on
+its own SFT model's paths (de-duplicated, the default world, SFT's epochs), without de-duplication, in the
+canonical world, or with SFT's tokens; RFT on a union's pooled paths."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Finding 3: RFT accuracy rises with the number of distinct reasoning paths; RFT beats SFT (else, the union
 family's own-samples RFT decides); de-duplicated RFT is at least as accurate as RFT on every correct path;
 without path diversity (the canonical world) RFT gains less; RFT's gain is more than its extra training
-compute (the equal-token control).
+compute (RFT for SFT's tokens, and SFT for RFT's tokens: the compute-matched controls).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from rftlab.experiments.base import (
 )
 
 NAME, SECTION = "k", 3
-KEYS = frozenset({"bases", "k", "no_dedup", "canonical", "equal_tokens"})
+KEYS = frozenset({"bases", "k", "no_dedup", "canonical", "equal_tokens", "sft_at_rft_tokens"})
+CONTROL = "sft at rft tokens"
+"""The role of SFT trained for the tokens of RFT at a k."""
 VARIANTS = {"dedup": "rft", "no dedup": "no dedup", "canonical": "canonical", "equal tokens": "equal tokens"}
 """The table's name of each RFT variant → its role's variant."""
 
@@ -40,9 +42,13 @@ def parse(value: Any, config: Config) -> Json:
     spec = mapping(value, where)
     known_keys(spec, KEYS, where)
     ks = k_list(spec.get("k"), f"{where}: k")
-    extras = {key: k_list(spec.get(key), f"{where}: {key}") for key in ("no_dedup", "canonical", "equal_tokens")}
+    extras = {key: k_list(spec.get(key), f"{where}: {key}")
+              for key in ("no_dedup", "canonical", "equal_tokens", "sft_at_rft_tokens")}  # fmt: skip
     if not ks and not any(extras.values()):
         raise StudyError(f"{where}: k: give at least one k")
+    if unmatched := sorted(set(extras["sft_at_rft_tokens"]) - set(ks)):
+        raise StudyError(f"{where}: sft_at_rft_tokens: k={unmatched[0]} is not in k (the control is compared with "
+                         "RFT at that k)")  # fmt: skip
     if extras["canonical"] and "toyworld" not in config.data:
         raise StudyError(f"{where}: canonical: the canonical-world ablation needs the toy world")
     return {"bases": base_names(spec.get("bases"), config, where), "k": ks, **extras}
@@ -51,7 +57,7 @@ def parse(value: Any, config: Config) -> Json:
 def requests(spec: Json, planner: Planner) -> None:
     """Each base's SFT model (default world; canonical world for that ablation) sampled at its largest k."""
     for base in spec["bases"]:
-        ks = spec["k"] + spec["no_dedup"] + spec["equal_tokens"]
+        ks = spec["k"] + spec["no_dedup"] + spec["equal_tokens"]  # sft_at_rft_tokens is within k
         if ks:
             planner.request_samples(planner.sft(base), max(ks))
         if spec["canonical"]:
@@ -72,6 +78,9 @@ def plan(spec: Json, planner: Planner) -> None:
             role = Role(NAME, base, "canonical sft", epochs=planner.epochs)
             record = sft_record(base, 1.0, planner.epochs, "canonical")
             evaluate(planner, planner.sft(base, canonical=True), role, record)
+        for k in spec["sft_at_rft_tokens"]:
+            control = planner.sft(base, tokens_of=own_rft(planner, base, k)[0])
+            evaluate(planner, control, Role(NAME, base, CONTROL, k), {**sft_record(base, 1.0, None), "k": k})
 
 
 @dataclass
@@ -94,6 +103,7 @@ def _base(models: list[a.Model], base: str) -> Json | None:
     variants = {name: a.own_rft(models, NAME, base, variant) for name, variant in VARIANTS.items()}
     if not any(variants.values()):
         return None
+    controls = a.find(models, NAME, base, CONTROL)
     sft, canonical_sft = a.sft(models, NAME, base), a.sft(models, NAME, base, "canonical sft")
     dedup = {m.k: m for m in variants["dedup"]}
     with_paths = [m for m in variants["dedup"] if m.mean("distinct_per_problem", rft_data=True) is not None]
@@ -107,6 +117,11 @@ def _base(models: list[a.Model], base: str) -> Json | None:
         "dedup": [{"k": m.k, "difference": a.difference(dedup[m.k], m)} for m in variants["no dedup"] if m.k in dedup],
         "canonical": [],
         "equal_tokens": [],
+        "sft_at_rft_tokens": [
+            {"k": m.k, "control": _control(m), "difference": a.difference(dedup[m.k], m)}
+            for m in controls
+            if m.k in dedup
+        ],
     }
     for m in variants["canonical"]:
         if sft and canonical_sft and m.k in dedup:
@@ -118,6 +133,10 @@ def _base(models: list[a.Model], base: str) -> Json | None:
             extra = a.difference(dedup[m.k], m) if m.k in dedup else None
             entry["equal_tokens"].append({"k": m.k, "vs_sft": a.difference(m, sft), "epochs_minus_tokens": extra})
     return entry
+
+
+def _control(model: a.Model) -> Json:
+    return {**model.point(), "examples": model.mean("examples"), "tokens": model.mean("tokens")}
 
 
 def analyse(models: list[a.Model], context: a.Context) -> Result | a.Untested:
@@ -141,6 +160,8 @@ def findings(result: Result | a.Untested, results: dict[str, Any]) -> list[Json]
                        "the k experiment has no canonical-world runs", _canonical_text),
         _per_k_finding(result, "RFT's gain is more than its extra training compute (equal-token control)",
                        "equal_tokens", "the k experiment has no equal-token runs", _equal_tokens_text),
+        _per_k_finding(result, "With RFT's training tokens, SFT still scores below RFT (compute-matched control)",
+                       "sft_at_rft_tokens", "the k experiment has no runs of SFT for RFT's tokens", _sft_tokens_text),
     ]  # fmt: skip
 
 
@@ -256,6 +277,14 @@ def _equal_tokens_text(entry: Json, item: Json) -> tuple[Json, str]:
     return item["vs_sft"], text
 
 
+def _sft_tokens_text(entry: Json, item: Json) -> tuple[Json, str]:
+    rft, control = _rows(entry, "dedup")[item["k"]], item["control"]
+    return item["difference"], (
+        f"RFT scores {a.acc(rft)} on {rft['tokens']:,.0f} tokens, SFT trained for as many "
+        f"({control['tokens']:,.0f}) {a.acc(control)}: {a.diff_text(item['difference'])}"
+    )
+
+
 # Report
 
 
@@ -272,6 +301,9 @@ def blocks(family: Result | a.Untested, figures: dict[str, bytes]) -> list[d.Blo
             for label, ref in (("SFT", entry["sft"]), ("SFT, canonical world", entry["canonical_sft"]))
             if ref
         ]
+        rows += [[f"SFT for the tokens of RFT at k={item['k']}", "0", "–", "–", d.num(item["control"]["examples"]),
+                  d.num(item["control"]["tokens"]), d.pct(item["control"]), ""]
+                 for item in entry["sft_at_rft_tokens"]]  # fmt: skip
         rows += [
             [f"RFT, {row['variant']}", str(row["k"]), d.num(row["distinct_per_problem"], ".2f"),
              d.num(row["correct_per_problem"], ".2f"), d.num(row["examples"]), d.num(row["tokens"]), d.pct(row),
@@ -309,6 +341,10 @@ def figure(plt: Any, family: Result) -> Any:
                 color=color,
                 label=f"RFT, {variant}",
             )
+        if controls := [item["control"] for item in entry["sft_at_rft_tokens"]]:
+            accuracy.errorbar([item["k"] for item in entry["sft_at_rft_tokens"]], [c["accuracy"] for c in controls],
+                              yerr=d.errors(controls), marker="x", linestyle="none", capsize=3, color="black",
+                              label="SFT for RFT's tokens")  # fmt: skip
         for reference, style, label in ((entry["sft"], "-", "SFT"), (entry["canonical_sft"], ":", "SFT, canonical")):
             if reference:
                 accuracy.axhline(reference["accuracy"], color="gray", linestyle=style, label=label)

@@ -43,6 +43,8 @@ class WorldJob(Job):
     cost_share: float = option(DEFAULT_CONFIG.cost_share, "share of cost questions")
     distractors: int = option(DEFAULT_CONFIG.distractors, "most distractor facts")
     corpus_docs: int = option(DEFAULT_CORPUS_DOCS, "pre-training documents")
+    corpus_solved: int = option(0, "solved total and cost questions (fresh problems) added to the pre-training "
+                                "corpus: a base that has seen the task")  # fmt: skip
 
     def config(self):
         from rftlab.toyworld import WorldConfig
@@ -52,15 +54,15 @@ class WorldJob(Job):
 
     def recorded(self) -> dict[str, Any]:
         """What toyworld.json records of these settings: another world's folder is told apart by it."""
-        recorded = {"seed": self.seed, "train": self.n_train, "test": self.n_test, "config": asdict(self.config())}
+        recorded = {"seed": self.seed, "train": self.n_train, "test": self.n_test, "config": asdict(self.config()),
+                    "pretrain_solved": self.corpus_solved}  # fmt: skip
         return {**recorded, "valid": self.n_valid} if self.n_valid else recorded
 
     def run(self) -> dict[str, Any]:
         from rftlab.toyworld import write_toyworld
 
-        return write_toyworld(
-            self.out, self.n_train, self.n_test, self.seed, self.config(), self.corpus_docs, self.n_valid
-        )
+        return write_toyworld(self.out, self.n_train, self.n_test, self.seed, self.config(), self.corpus_docs,
+                              n_valid=self.n_valid, corpus_solved=self.corpus_solved)  # fmt: skip
 
     def message(self, result: dict[str, Any]) -> str:
         valid = f", {result['valid']:,} validation" if result.get("valid") else ""
