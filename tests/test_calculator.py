@@ -193,6 +193,26 @@ def test_annotations_in_order():
     assert annotations("no calculator here") == []
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="<>=a", max_size=60))
+def test_annotations_find_what_the_papers_regex_finds(text):
+    assert annotations(text) == re.findall(r"<<([^>]*)>>", text)
+
+
+@pytest.mark.parametrize("unit", ["<<", "<<1+1=2>", "<<<", "<<a>b"])
+def test_annotations_of_hostile_text_take_linear_time(unit):
+    """The regex takes quadratic time on these (16-38 s for 160 kB of `<<`); time per character stays flat."""
+
+    def seconds(repeats: int) -> float:
+        text = unit * repeats + ">>#### 2"
+        start = time.perf_counter()
+        annotations(text)
+        return time.perf_counter() - start
+
+    small, large = min(seconds(20_000) for _ in range(3)), min(seconds(200_000) for _ in range(3))
+    assert large < 30 * max(small, 1e-4)  # 10x the text: about 10x the time, far from the 100x of a quadratic
+
+
 # Property-based tests ------------------------------------------------------------------------------
 
 numbers = st.one_of(

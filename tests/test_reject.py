@@ -175,10 +175,11 @@ def test_bad_input_exits_2_and_leaves_no_output(tmp_path, capsys):
     train = problems_file(tmp_path)
     samples = write_lines(tmp_path / "s.jsonl", [{"id": "0", "response": A}, "{broken"])
     out = tmp_path / "rft.jsonl"
-    out.write_text("previous\n")
+    previous = json.dumps({"query": "q", "response": "#### 1", "id": "0", "source": "gold"}) + "\n"
+    out.write_text(previous)  # an earlier run's RFT data
     assert main(["reject", "--train", str(train), "--out", str(out), str(samples)]) == 2
     assert f"{samples}:2: malformed JSON" in capsys.readouterr().err
-    assert out.read_text() == "previous\n"
+    assert out.read_text() == previous
 
 
 # Against a straightforward transcription of the paper's Algorithm 1 -------------------------------

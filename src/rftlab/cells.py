@@ -291,7 +291,7 @@ class CellRunner:
     def _in_process(self, cell: Cell, job: Job) -> None:
         with open(cell.folder / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
             try:
-                message = job.message(job.run())
+                message = job.message(job.execute())
             except STAGE_ERRORS as error:
                 print(f"error: {error}")
                 raise self._failed(cell, str(error)) from error

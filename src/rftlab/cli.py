@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with ReliableInterrupt():
             job = from_namespace(args.job, args)
-            message = job.message(job.run())
+            message = job.message(job.execute())
         if message:
             print(message)
         _leave_process_group()
@@ -110,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChildProcessError as error:
         print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk, a read-only folder, a path below a file: the path and the reason
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"rftlab {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"rftlab {args.command}: interrupted", file=sys.stderr)
         return 130

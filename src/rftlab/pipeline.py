@@ -75,11 +75,11 @@ def run_demo(demo: Any) -> dict[str, Any]:
     def fine_tune(name: str, train_file: Path, **budget: Any) -> dict[str, Any]:
         return SftJob(model=base, data=train_file, out=out / FOLDERS[name], recipe=recipe,
                       validation=data / "valid.jsonl", select=demo.select, eval_count=demo.eval_count, **budget,
-                      **common).run()  # fmt: skip
+                      **common).execute()  # fmt: skip
 
     def evaluate(name: str) -> dict[str, Any]:
         return EvalJob(model=str(out / FOLDERS[name]), data=data / "test.jsonl", out=out / "eval" / f"{name}.json",
-                       k=demo.eval_k or None, temperature=demo.temperature, **common).run()  # fmt: skip
+                       k=demo.eval_k or None, temperature=demo.temperature, **common).execute()  # fmt: skip
 
     stages = Stages(demo.quiet)
     if demo.real():
@@ -87,18 +87,18 @@ def run_demo(demo: Any) -> dict[str, Any]:
         base = stages.run("the base model", lambda: demo.model or str(cached_gguf()))
     else:
         world = WorldJob(out=data, n_train=demo.n_train, n_valid=demo.n_valid, n_test=demo.n_test, seed=demo.seed)
-        made = stages.run("toy world", lambda: _reuse(world.out / "toyworld.json", world.recorded()) or world.run())
+        made = stages.run("toy world", lambda: _reuse(world.out / "toyworld.json", world.recorded()) or world.execute())
         base = str(out / "base")
         stages.run("pre-train the base", PretrainJob(corpus=data / "pretrain.txt", out=out / "base",
                                                      preset=demo.preset, tokens=demo.pretrain_tokens,
-                                                     **common).run)  # fmt: skip
+                                                     **common).execute)  # fmt: skip
     trained = {"sft": stages.run("SFT", lambda: fine_tune("sft", gold, epochs=demo.epochs))}
     sample = SampleJob(model=str(out / "sft"), data=gold, out=samples, k=demo.k, temperature=demo.temperature,
                        **common)  # fmt: skip
-    stages.run(f"sample k={demo.k} on the train questions", sample.run)
+    stages.run(f"sample k={demo.k} on the train questions", sample.execute)
     select = RejectJob(samples=(samples,), train=gold, out=paths, stats=out / "reject-stats.json",
                        quiet=demo.quiet)  # fmt: skip
-    selection = {key: value for key, value in stages.run("reject", select.run).items() if key != "lines"}
+    selection = {key: value for key, value in stages.run("reject", select.execute).items() if key != "lines"}
     trained["rft"] = stages.run("RFT (from the base)", lambda: fine_tune("rft", paths, epochs=demo.epochs))
     trained["sft_at_rft_tokens"] = stages.run("SFT for RFT's tokens", lambda: fine_tune(
         "sft_at_rft_tokens", gold, tokens=trained["rft"]["tokens_seen"]))  # fmt: skip

@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,7 @@ from rftlab.data import read_json, read_problems, write_json
 from rftlab.experiments import parse_experiments, plan_experiments
 from rftlab.experiments.base import StudyError
 from rftlab.experiments.base import as_list as _list
+from rftlab.experiments.base import integer, number
 from rftlab.experiments.base import known_keys as _known_keys
 from rftlab.experiments.base import mapping as _mapping
 from rftlab.jobs.base import check_settings, setting_names
@@ -107,12 +109,33 @@ def load_config(path: Path) -> StudyConfig:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())
     except OSError as error:
         raise StudyError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
         raise StudyError(f"{path}: not valid YAML: {error}") from None
     return parse_config(raw, str(path), path.parent)
+
+
+def _unique_keys_loader() -> type:
+    """YAML's safe loader, refusing a key given twice in a mapping (plain YAML keeps the last silently)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, Hashable):
+                    continue  # the loader's own check refuses it
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
 
 
 def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) -> StudyConfig:
@@ -131,7 +154,9 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
     if len(set(names)) != len(names):
         raise StudyError(f"{where}: bases: names must be unique")
     data = _data(mapping.get("data"), f"{where}: data", folder)
-    seeds = tuple(int(seed) for seed in _list(mapping.get("seeds", [0]), f"{where}: seeds"))
+    seeds = tuple(integer(seed, f"{where}: seeds") for seed in _list(mapping.get("seeds", [0]), f"{where}: seeds"))
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"{where}: seeds: each seed once, got {list(seeds)}")
     config = StudyConfig(
         name=str(mapping.get("name") or Path(source).stem),
         seeds=seeds or (0,),
@@ -190,16 +215,32 @@ def _base(entry: Any, where: str, study: dict[str, dict[str, Any]]) -> Base:
     return Base(
         name=str(spec["name"]),
         preset=spec.get("preset"),
-        pretrain_tokens=int(spec["pretrain_tokens"]) if "pretrain_tokens" in spec else None,
+        pretrain_tokens=integer(spec["pretrain_tokens"], f"{where}: pretrain_tokens", 1) if "pretrain_tokens" in spec
+        else None,
         model=spec.get("model"),
-        loss=float(spec["loss"]) if spec.get("loss") is not None else None,
-        parameters=int(float(spec["parameters"])) if spec.get("parameters") is not None else None,
+        loss=number(spec["loss"], f"{where}: loss") if spec.get("loss") is not None else None,
+        parameters=_parameters(spec.get("parameters"), f"{where}: parameters"),
         **{
             section: _section(section, spec.get(section), f"{where}: {section}", study[section])
             for section in ("train", "sample", "eval")
         },
         launch=_launch(spec.get("launch"), f"{where}: launch"),
     )
+
+
+def _parameters(value: Any, where: str) -> int | None:
+    """A parameter count, as a whole number or in e-notation (`1.3e9`, which YAML reads as text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise StudyError(f"{where}: expected a number, got {value!r}") from None
+    count = number(value, where)
+    if count < 1 or count != int(count):
+        raise StudyError(f"{where}: expected a whole number of parameters, got {value!r}")
+    return int(count)
 
 
 def _data(value: Any, where: str, folder: Path) -> dict[str, Any]:

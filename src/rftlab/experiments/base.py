@@ -51,10 +51,24 @@ def base_names(value: Any, config: Config, where: str) -> list[str]:
     return names
 
 
+def integer(value: Any, where: str, least: int = 0) -> int:
+    """A whole number of at least `least` (not a bool, a float or text: `2.5` is not read as 2)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StudyError(f"{where}: expected a whole number, got {value!r}")
+    if value < least:
+        raise StudyError(f"{where}: must be >= {least}, got {value}")
+    return value
+
+
+def number(value: Any, where: str) -> float:
+    """A finite number (not a bool or text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StudyError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
 def k_list(value: Any, where: str) -> list[int]:
-    ks = [int(k) for k in as_list(value if value is not None else [], where)]
-    if any(k < 1 for k in ks):
-        raise StudyError(f"{where}: k values must be at least 1")
+    ks = [integer(k, where, least=1) for k in as_list(value if value is not None else [], where)]
     return sorted(set(ks))
 
 

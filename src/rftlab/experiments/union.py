@@ -23,6 +23,7 @@ from rftlab.experiments.base import (
     StudyError,
     base_names,
     evaluate,
+    integer,
     known_keys,
     label,
     mapping,
@@ -48,7 +49,7 @@ def parse(value: Any, config: Config) -> list[Json]:
 
 def _union(spec: Json, config: Config, where: str) -> Json:
     known_keys(spec, KEYS, where)
-    k = int(spec.get("k", 0))
+    k = integer(spec.get("k", 0), f"{where}: k")
     if k < 1:
         raise StudyError(f"{where}: k: give the paths sampled per question from each source (at least 1)")
     sources = base_names(spec.get("sources"), config, where)

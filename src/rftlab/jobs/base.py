@@ -40,17 +40,67 @@ def option(
     show: Callable[[Any], str] | None = None,
     nargs: str | None = None,
     negatable: bool = False,
+    within: Range | None = None,
+    writes: str | None = None,
 ) -> Any:
     """A job field with what its command-line flag needs. `parse`/`show` turn a flag's text into the value and
     back (e.g. "2,3" <-> (2, 3)); `exclusive` names a group of flags of which at most one may be given;
     `nargs="+"` takes a tuple's items after one flag (else the flag repeats per item). A `bool | None` field
-    is a flag that says "on"; `negatable` makes it three-way: --x (True), --no-x (False), neither (None)."""
+    is a flag that says "on"; `negatable` makes it three-way: --x (True), --no-x (False), neither (None).
+    `within` is the range every value (each item of a tuple) must lie in; None is always allowed. `writes`
+    marks an io field as an output of that kind (`rftlab.outputs`); the other io fields are inputs."""
     metadata = {"help": help, "kind": kind, "flag": flag, "short": short, "metavar": metavar, "choices": choices,
                 "group": group, "exclusive": exclusive, "positional": positional, "parse": parse, "show": show,
-                "nargs": nargs, "negatable": negatable}  # fmt: skip
+                "nargs": nargs, "negatable": negatable, "within": within, "writes": writes}  # fmt: skip
     if isinstance(default, (list, dict, set)):
         raise TypeError("job defaults must be immutable")
     return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a setting may take: from `low` to `high` (None: unbounded), each end open or closed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def error(self, value: float) -> str | None:
+        """Why `value` is out of range (None: it is in)."""
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return f"must be {self}, got {value!r}" if below or above else None
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        ends = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {ends[0]}{_number(self.low)}, {_number(self.high)}{ends[1]}"
+
+
+def _number(value: float | None) -> str:
+    return f"{value:g}"
+
+
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+SHARE = Range(0, 1, low_open=True)
+"""A share of something that must not be empty: (0, 1]."""
+
+
+def range_error(f: dataclasses.Field, value: Any) -> str | None:
+    """Why a field's value is out of its range (None: in range, or the field has none)."""
+    within: Range | None = f.metadata.get("within")
+    if within is None or value is None:
+        return None
+    for item in value if isinstance(value, tuple) else (value,):
+        if (error := within.error(item)) is not None:
+            return error
+    return None
 
 
 @dataclass(frozen=True)
@@ -63,8 +113,45 @@ class Job:
     LIBRARIES: ClassVar[tuple[str, ...]] = ()
     """Libraries whose versions decide the outputs (their versions join the study's cache key)."""
 
+    def __post_init__(self) -> None:
+        """Every value in its field's range, else ValueError naming the option: checked before any work."""
+        for f in fields(self):
+            if (error := range_error(f, getattr(self, f.name))) is not None:
+                raise ValueError(f"{flag_of(f)}: {error}")
+
     def run(self) -> Any:
         raise NotImplementedError
+
+    def execute(self) -> Any:
+        """`run()` behind the output guards (`rftlab.outputs`): an output that is an input, or an existing file
+        rftlab did not write, is refused, and every output is locked while the job runs (by the main process
+        of a multi-process launch; the other ranks write their parts under its lock)."""
+        from rftlab.outputs import check_distinct, guarded
+
+        if not main_process():
+            check_distinct(self.inputs(), [(flag, path) for flag, path, _ in self.outputs()])
+            return self.run()
+        with guarded(self.inputs(), self.outputs()):
+            return self.run()
+
+    def outputs(self) -> list[tuple[str, Path, str]]:
+        """(option, path, kind) of every output this job writes."""
+        return [(_name_of(f), path, f.metadata["writes"]) for f, path in self._paths() if f.metadata.get("writes")]
+
+    def inputs(self) -> list[tuple[str, Path]]:
+        """(option, path) of every input given as a local path (a model given as a hub id is none)."""
+        return [(_name_of(f), path) for f, path in self._paths() if not f.metadata.get("writes")]
+
+    def _paths(self) -> list[tuple[dataclasses.Field, Path]]:
+        found = []
+        for f in fields(self):
+            if f.metadata.get("kind") != IO:
+                continue
+            value = getattr(self, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, Path) or (isinstance(item, str) and os.path.lexists(item)):
+                    found.append((f, Path(item)))
+        return found
 
     def message(self, result: Any) -> str | None:
         """What the command prints when the job has run (None: nothing)."""
@@ -106,6 +193,11 @@ def main_process() -> bool:
 
 def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _name_of(f: dataclasses.Field) -> str:
+    """How the user gave a field: its flag, or a positional argument's name."""
+    return f.metadata.get("metavar") or f.name if f.metadata.get("positional") else flag_of(f)
 
 
 def _texts(f: dataclasses.Field, value: Any) -> list[str]:
@@ -244,7 +336,11 @@ def check_settings(cls: type[Job], settings: dict[str, Any], where: str) -> dict
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
     by_name = {f.name: f for f in fields(cls)}
-    return {key: _typed(by_name[key], hints[key], value, f"{where}: {key}") for key, value in settings.items()}
+    checked = {key: _typed(by_name[key], hints[key], value, f"{where}: {key}") for key, value in settings.items()}
+    for key, value in checked.items():
+        if (error := range_error(by_name[key], value)) is not None:
+            raise ValueError(f"{where}: {key}: {error}")
+    return checked
 
 
 def _typed(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:

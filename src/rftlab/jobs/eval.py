@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rftlab.answers import DEFAULT_EXTRACTOR, EXTRACTORS
-from rftlab.jobs.base import IO, option
+from rftlab.jobs.base import AT_LEAST_ONE, IO, NON_NEGATIVE, option
 from rftlab.jobs.sampling import SamplingOptions, train_beside
 
 
@@ -26,11 +26,11 @@ class EvalJob(SamplingOptions):
     samples: tuple[Path, ...] = option((), "existing sample files", kind=IO, metavar="SAMPLES.jsonl",
                                        exclusive="source", nargs="+")  # fmt: skip
     data: Path = option(help="problems", kind=IO, metavar="TEST.jsonl")
-    out: Path = option(help="summary JSON", kind=IO, metavar="EVAL.json")
-    k: int | None = option(None, "samples per problem for maj1@k and pass@k", flag="-k")
-    temperature: float = option(0.7, "for the k samples (default 0.7)")
+    out: Path = option(help="summary JSON", kind=IO, metavar="EVAL.json", writes="json")
+    k: int | None = option(None, "samples per problem for maj1@k and pass@k", flag="-k", within=AT_LEAST_ONE)
+    temperature: float = option(0.7, "for the k samples (default 0.7)", within=NON_NEGATIVE)
     extractor: str = option(DEFAULT_EXTRACTOR, "answer rule", choices=tuple(sorted(EXTRACTORS)))
-    shots: int = option(0, "solved examples before each question (ICL; paper: 8)")
+    shots: int = option(0, "solved examples before each question (ICL; paper: 8)", within=NON_NEGATIVE)
     shots_from: Path | None = option(None, "examples' file (default: train.jsonl beside --data); its first N "
                                      "problems are the examples", kind=IO, metavar="TRAIN.jsonl")  # fmt: skip
 
@@ -46,6 +46,12 @@ class EvalJob(SamplingOptions):
             identity.pop("seed")
             identity.pop("temperature")
         return identity
+
+    def outputs(self) -> list[tuple[str, Path, str]]:
+        """The summary and the predictions beside it."""
+        from rftlab.evaluate import predictions_path
+
+        return [*super().outputs(), ("--out's predictions", predictions_path(self.out), "file")]
 
     def run(self) -> dict[str, Any]:
         from rftlab.evaluate import evaluate_model, evaluate_sample_files

@@ -23,9 +23,13 @@ class Gsm8kJob(Job):
     )
     LIBRARIES = ("datasets",)
 
-    out: Path = option(help="output folder", kind=IO, metavar="DIR")
+    out: Path = option(help="output folder", kind=IO, metavar="DIR", writes="folder")
     source: str = option("openai/gsm8k", "hub dataset id or local folder")
     config: str = option("main", "dataset config, e.g. main or socratic")
+
+    def inputs(self) -> list[tuple[str, Path]]:
+        """A local source folder is an input (the hub's is none)."""
+        return [("--source", Path(self.source))] if Path(self.source).exists() else []
 
     def run(self) -> dict[str, int]:
         from rftlab.gsm8k import load_gsm8k, write_gsm8k

@@ -24,7 +24,7 @@ class PretrainJob(TrainingOptions):
 
     corpus: Path = option(help="text, documents separated by blank lines", kind=IO)
     preset: str = option(DEFAULT_PRESET, "model size", choices=tuple(PRESETS))
-    out: Path = option(help="checkpoint folder", kind=IO, metavar="CKPT")
+    out: Path = option(help="checkpoint folder", kind=IO, metavar="CKPT", writes="checkpoint")
 
     def run(self) -> dict[str, Any]:
         from rftlab.train import pretrain

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rftlab.answers import DEFAULT_EXTRACTOR, EXTRACTORS
-from rftlab.jobs.base import IO, RUNTIME, Job, option
+from rftlab.jobs.base import AT_LEAST_ONE, IO, RUNTIME, Job, option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,10 +26,12 @@ class RejectJob(Job):
     samples: tuple[Path, ...] = option(help="sample files, in sampling order", kind=IO, positional=True,
                                        metavar="SAMPLES.jsonl")  # fmt: skip
     train: Path = option(help="the problems that were sampled", kind=IO, metavar="TRAIN.jsonl")
-    out: Path = option(help="RFT data: gold, then selected paths", kind=IO, metavar="RFT.jsonl")
-    stats: Path | None = option(None, "also write the statistics as JSON", kind=IO, metavar="STATS.json")
+    out: Path = option(help="RFT data: gold, then selected paths", kind=IO, metavar="RFT.jsonl", writes="rft")
+    stats: Path | None = option(None, "also write the statistics as JSON", kind=IO, metavar="STATS.json",
+                               writes="json")  # fmt: skip
     no_dedup: bool = option(False, "keep every correct, checked path")
-    first_k: int | None = option(None, "use only the first K paths of each problem per file", metavar="K")
+    first_k: int | None = option(None, "use only the first K paths of each problem per file", metavar="K",
+                                 within=AT_LEAST_ONE)  # fmt: skip
     extractor: str = option(DEFAULT_EXTRACTOR, "final-answer extractor", choices=tuple(sorted(EXTRACTORS)))
     quiet: bool = option(False, "no progress bar, no summary", kind=RUNTIME, short="-q")
 

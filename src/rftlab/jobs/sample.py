@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rftlab.jobs.base import IO, main_process, option
+from rftlab.jobs.base import AT_LEAST_ONE, IO, NON_NEGATIVE, main_process, option
 from rftlab.jobs.sampling import SamplingOptions
 
 
@@ -36,9 +36,9 @@ class SampleJob(SamplingOptions):
 
     model: str = option(help="checkpoint folder, hub id or .gguf", kind=IO, metavar="CKPT")
     data: Path = option(help="problems", kind=IO, metavar="TRAIN.jsonl")
-    out: Path = option(help="sample file", kind=IO, metavar="SAMPLES.jsonl")
-    k: int = option(1, "paths per problem", flag="-k")
-    temperature: float = option(0.7, "0 is greedy (default 0.7, the paper's)")
+    out: Path = option(help="sample file", kind=IO, metavar="SAMPLES.jsonl", writes="samples")
+    k: int = option(1, "paths per problem", flag="-k", within=AT_LEAST_ONE)
+    temperature: float = option(0.7, "0 is greedy (default 0.7, the paper's)", within=NON_NEGATIVE)
     label: str | None = option(None, "the `model` field of the records (default: the checkpoint's name)")
     shard: tuple[int, int] | None = option(None, "sample shard I of N only (0 <= I < N)", metavar="I/N",
                                            parse=parse_shard, show=lambda s: f"{s[0]}/{s[1]}")  # fmt: skip
@@ -50,6 +50,14 @@ class SampleJob(SamplingOptions):
         return SamplingSettings(k=self.k, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
                                 max_new_tokens=self.max_new_tokens, template=self.resolved_template(self.model),
                                 batch_size=self.batch_size)  # fmt: skip
+
+    def outputs(self) -> list[tuple[str, Path, str]]:
+        """The sample file, or with --shard the shard's file."""
+        if self.shard is None:
+            return super().outputs()
+        from rftlab.sample import shard_path
+
+        return [("--out", shard_path(self.out, *self.shard), "samples")]
 
     def run(self) -> dict[str, Any]:
         from rftlab.sample import run_sampling

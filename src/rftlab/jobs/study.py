@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rftlab.jobs.base import IO, RUNTIME, Job, option
+from rftlab.jobs.base import AT_LEAST_ONE, IO, RUNTIME, Job, option
 
 
 def parse_devices(text: str) -> tuple[str, ...]:
@@ -31,23 +31,33 @@ class StudyJob(Job):
     )
 
     config: Path = option(help="study file", kind=IO, positional=True, metavar="CONFIG.yaml")
-    out: Path | None = option(None, "output folder (default runs/study-NAME)", kind=IO)
-    cache: Path | None = option(None, "cell cache, shareable between studies (default OUT/cells)", kind=IO)
-    jobs: int = option(1, "independent cells run in parallel, as subprocesses", kind=RUNTIME)
+    out: Path | None = option(None, "output folder (default runs/study-NAME)", kind=IO, writes="folder")
+    cache: Path | None = option(None, "cell cache, shareable between studies (default OUT/cells)", kind=IO,
+                                writes="folder")  # fmt: skip
+    jobs: int = option(1, "independent cells run in parallel, as subprocesses", kind=RUNTIME, within=AT_LEAST_ONE)
     devices: tuple[str, ...] = option((), "GPUs to share out, one per parallel cell (with --jobs)", kind=RUNTIME,
                                       metavar="0,1,...", parse=parse_devices, show=",".join)  # fmt: skip
     dry_run: bool = option(False, "list the cells and their commands, run nothing", kind=RUNTIME)
     quiet: bool = option(False, "no progress messages", kind=RUNTIME, short="-q")
 
-    def __post_init__(self) -> None:
-        if self.jobs < 1:
-            raise ValueError(f"--jobs must be at least 1, got {self.jobs}")
+    def outputs(self) -> list[tuple[str, Path, str]]:
+        """The output folder (given, or the study's default) and a cache given apart from it."""
+        if self.dry_run:
+            return []
+        out = [("--out", self.folder(), "folder")]
+        return out + ([("--cache", self.cache, "folder")] if self.cache is not None else [])
+
+    def folder(self) -> Path:
+        """--out, else runs/study-NAME."""
+        from rftlab.study import load_config
+
+        return self.out or Path("runs") / f"study-{load_config(self.config).name}"
 
     def run(self) -> dict[str, Any] | None:
         from rftlab.study import load_config, run_study
 
         config = load_config(self.config)
-        out = self.out or Path("runs") / f"study-{config.name}"
+        out = self.folder()
         results = run_study(config, out, cache=self.cache, jobs=self.jobs, devices=self.devices,
                             dry_run=self.dry_run, quiet=self.quiet)  # fmt: skip
         return None if results is None else {**results, "out": str(out)}

@@ -15,7 +15,7 @@ class SubsetJob(Job):
     """A `fraction` of the problems of `data`, drawn with `seed`, kept in file order, with every field."""
 
     data: Path = option(help="problems", kind=IO)
-    out: Path = option(help="the subset", kind=IO)
+    out: Path = option(help="the subset", kind=IO, writes="file")
     fraction: float = option(help="share of the problems, in (0, 1]")
     seed: int = option(0, "seed of the draw")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rftlab.jobs.base import RUNTIME, Job, main_process, option
+from rftlab.jobs.base import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, RUNTIME, Job, main_process, option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -13,23 +13,25 @@ class TrainingOptions(Job):
 
     LIBRARIES = ("torch", "transformers", "accelerate")
 
-    tokens: int | None = option(None, "budget in non-padding tokens seen", exclusive="budget")
-    epochs: float | None = option(None, "budget in passes over the data", exclusive="budget")
-    lr: float | None = option(None, "peak learning rate")
-    batch_size: int | None = option(None, "global batch (examples per optimiser step)")
-    device_batch: int | None = option(None, "examples per forward pass; the rest is accumulated")
-    save_every: int | None = option(None, "optimiser steps between resumable checkpoints")
-    log_every: int | None = option(None, "optimiser steps between logged losses")
+    tokens: int | None = option(None, "budget in non-padding tokens seen", exclusive="budget", within=AT_LEAST_ONE)
+    epochs: float | None = option(None, "budget in passes over the data", exclusive="budget", within=POSITIVE)
+    lr: float | None = option(None, "peak learning rate", within=POSITIVE)
+    batch_size: int | None = option(None, "global batch (examples per optimiser step)", within=AT_LEAST_ONE)
+    device_batch: int | None = option(None, "examples per forward pass; the rest is accumulated",
+                                      within=AT_LEAST_ONE)
+    save_every: int | None = option(None, "optimiser steps between resumable checkpoints", within=AT_LEAST_ONE)
+    log_every: int | None = option(None, "optimiser steps between logged losses", within=AT_LEAST_ONE)
     gradient_checkpointing: bool | None = option(
         None,
         "recompute activations in the backward pass: less memory (for 7B+ models), same result; under FSDP, "
         "fsdp_activation_checkpointing in the accelerate config does it without a redundant all-gather",
     )
-    seed: int = option(0, "seed of initialisation and data order")
+    seed: int = option(0, "seed of initialisation and data order", within=NON_NEGATIVE)
     overwrite: bool = option(False, "train from scratch, replacing what OUT holds", kind=RUNTIME)
     quiet: bool = option(False, "no progress bar", kind=RUNTIME, short="-q")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.gradient_checkpointing is False:  # the recipes' default; a flag can only say "on"
             object.__setattr__(self, "gradient_checkpointing", None)
         if self.tokens is not None and self.epochs is not None:

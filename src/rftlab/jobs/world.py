@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rftlab.jobs.base import IO, Job, option
+from rftlab.jobs.base import AT_LEAST_ONE, IO, NON_NEGATIVE, Job, Range, option
 from rftlab.toyworld import DEFAULT_CONFIG, DEFAULT_CORPUS_DOCS, SURFACES
 
 
@@ -31,20 +31,21 @@ class WorldJob(Job):
         "pre-training corpus that never contains a train or test question."
     )
 
-    out: Path = option(help="output folder", kind=IO, metavar="DIR")
-    n_train: int = option(4000, "train problems")
-    n_test: int = option(500, "test problems")
-    n_valid: int = option(0, "validation problems, held out from training for checkpoint selection (valid.jsonl)")
-    seed: int = option(0, "seed")
+    out: Path = option(help="output folder", kind=IO, metavar="DIR", writes="world")
+    n_train: int = option(4000, "train problems", within=AT_LEAST_ONE)
+    n_test: int = option(500, "test problems", within=AT_LEAST_ONE)
+    n_valid: int = option(0, "validation problems, held out from training for checkpoint selection (valid.jsonl)",
+                          within=NON_NEGATIVE)  # fmt: skip
+    seed: int = option(0, "seed", within=NON_NEGATIVE)
     surface: str = option(DEFAULT_CONFIG.surface, "text style", choices=SURFACES)
     canonical: bool = option(False, "one fixed solution strategy (no path diversity)")
     people: tuple[int, ...] = option(DEFAULT_CONFIG.people, "mix of people per problem", parse=parse_people,
-                                     show=lambda people: ",".join(map(str, people)))  # fmt: skip
-    cost_share: float = option(DEFAULT_CONFIG.cost_share, "share of cost questions")
-    distractors: int = option(DEFAULT_CONFIG.distractors, "most distractor facts")
-    corpus_docs: int = option(DEFAULT_CORPUS_DOCS, "pre-training documents")
+                                     show=lambda people: ",".join(map(str, people)), within=Range(2))  # fmt: skip
+    cost_share: float = option(DEFAULT_CONFIG.cost_share, "share of cost questions", within=Range(0, 1))
+    distractors: int = option(DEFAULT_CONFIG.distractors, "most distractor facts", within=NON_NEGATIVE)
+    corpus_docs: int = option(DEFAULT_CORPUS_DOCS, "pre-training documents", within=NON_NEGATIVE)
     corpus_solved: int = option(0, "solved total and cost questions (fresh problems) added to the pre-training "
-                                "corpus: a base that has seen the task")  # fmt: skip
+                                "corpus: a base that has seen the task", within=NON_NEGATIVE)  # fmt: skip
 
     def config(self):
         from rftlab.toyworld import WorldConfig
