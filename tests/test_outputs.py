@@ -198,5 +198,5 @@ def test_k_values_must_be_whole_numbers(tmp_path):
     with pytest.raises(ValueError, match=r"bad.yaml: experiments: k: k: expected a whole number, got 2.5"):
         load_config(path)
     path.write_bytes(b"name: \xff\n")
-    with pytest.raises(ValueError, match="bad.yaml: not UTF-8"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: not UTF-8"):
         load_config(path)

@@ -26,9 +26,8 @@ from typing import Any
 from rftlab.cells import CELL_FILE, Cell, CellError, CellRunner, Plan, command_line, run_cells
 from rftlab.data import read_json, read_problems, write_json
 from rftlab.experiments import parse_experiments, plan_experiments
-from rftlab.experiments.base import StudyError
+from rftlab.experiments.base import StudyError, integer, number
 from rftlab.experiments.base import as_list as _list
-from rftlab.experiments.base import integer, number
 from rftlab.experiments.base import known_keys as _known_keys
 from rftlab.experiments.base import mapping as _mapping
 from rftlab.jobs.base import check_settings, setting_names
@@ -215,7 +214,8 @@ def _base(entry: Any, where: str, study: dict[str, dict[str, Any]]) -> Base:
     return Base(
         name=str(spec["name"]),
         preset=spec.get("preset"),
-        pretrain_tokens=integer(spec["pretrain_tokens"], f"{where}: pretrain_tokens", 1) if "pretrain_tokens" in spec
+        pretrain_tokens=integer(spec["pretrain_tokens"], f"{where}: pretrain_tokens", 1)
+        if "pretrain_tokens" in spec
         else None,
         model=spec.get("model"),
         loss=number(spec["loss"], f"{where}: loss") if spec.get("loss") is not None else None,

@@ -17,8 +17,7 @@ class TrainingOptions(Job):
     epochs: float | None = option(None, "budget in passes over the data", exclusive="budget", within=POSITIVE)
     lr: float | None = option(None, "peak learning rate", within=POSITIVE)
     batch_size: int | None = option(None, "global batch (examples per optimiser step)", within=AT_LEAST_ONE)
-    device_batch: int | None = option(None, "examples per forward pass; the rest is accumulated",
-                                      within=AT_LEAST_ONE)
+    device_batch: int | None = option(None, "examples per forward pass; the rest is accumulated", within=AT_LEAST_ONE)
     save_every: int | None = option(None, "optimiser steps between resumable checkpoints", within=AT_LEAST_ONE)
     log_every: int | None = option(None, "optimiser steps between logged losses", within=AT_LEAST_ONE)
     gradient_checkpointing: bool | None = option(
