@@ -20,9 +20,9 @@ from rftlab.backends.base import (
     row_key,
 )
 from rftlab.backends.hf import HFBackend
-from rftlab.data import read_problems
+from rftlab.data import Problem, read_problems
 from rftlab.models import char_tokenizer, encode_prompt
-from rftlab.sample import _identity, _merge_shards, run_sampling, shard_path
+from rftlab.sample import _identity, _merge_shards, prompt_ids, prompts_cut, run_sampling, shard_path
 from test_layout import import_graph
 
 
@@ -30,6 +30,7 @@ class FakeBackend:
     """Token ids in, token ids out: path j of a question is the text `p{key % 100}...` as char-tokenizer ids."""
 
     decoder = "fake"
+    context = None
 
     def __init__(self, stop=()):
         self.tokenizer, self.stop, self.generated_tokens, self.calls = char_tokenizer(), stop, 0, []
@@ -213,3 +214,18 @@ def test_the_sampler_and_the_backends_import_no_cycle():
     code = "import rftlab.backends.vllm, rftlab.backends.hf, rftlab.sample, sys; print('vllm' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"  # vLLM itself is imported only by the backend's constructor
+
+
+def test_prompts_longer_than_the_context_are_cut_from_the_left_and_counted():
+    backend = FakeBackend()
+    backend.context = 40
+    settings = SamplingSettings(k=1, max_new_tokens=16, template="compact")
+    long = Problem("0", "x" * 5_000_000 + " How many?", "#### 1", "1")  # 5 MB: cut before it is encoded
+    short = Problem("1", "How many?", "#### 1", "1")
+    cut, kept = prompt_ids(backend, [long, short], settings)
+    assert len(cut) == 24 and backend.tokenizer.decode(cut).endswith("How many?\nA: ")
+    assert kept == encode_prompt(backend.tokenizer, short.query, "compact")
+    assert prompts_cut(backend, [long, short], settings) == 1
+    backend.context = 16
+    with pytest.raises(ValueError, match="--max-new-tokens 16 leaves no room"):
+        prompt_ids(backend, [short], settings)

@@ -153,7 +153,7 @@ def kill_after_first_checkpoint(command: list[str], out: Path) -> None:
     """Starts a training command and kills it (SIGKILL) once it has written a complete checkpoint."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list((out / "trainer").glob("checkpoint-*/trainer_state.json")):
+    while not list((out / "trainer").glob("checkpoint-*/rftlab-checkpoint.json")):
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
@@ -283,6 +283,72 @@ def test_lora_training_resumes_after_a_kill(toy, tmp_path):
     assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
 
 
+DIE_AFTER_SAVE = """
+import os, sys
+from transformers import TrainerCallback
+import rftlab.train
+from rftlab.cli import main
+
+made = rftlab.train.rftlab_trainer
+
+
+class Die(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == int(os.environ["DIE_AT"]):
+            os._exit(137)  # as a kill -9 right after the checkpoint was written
+
+
+def dying(score, **kwargs):
+    trainer = made(score, **kwargs)
+    trainer.add_callback(Die())
+    return trainer
+
+
+rftlab.train.rftlab_trainer = dying
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sft_resumed_in_any_epoch_equals_the_uninterrupted_run_bit_for_bit(toy, tmp_path):
+    """8 steps an epoch; killed mid-epoch in the second (12) and third (20) epochs and at an epoch's end (16),
+    the resumed run's weights, tokens seen, logged losses and final loss are the uninterrupted run's."""
+    base, data = toy
+    args = ["sft", "--model", str(base), "--data", str(data), "--recipe", "toy-sft", "--epochs", "3",
+            "--batch-size", "8", "--device-batch", "8", "--save-every", "4", "--quiet", "--out"]  # fmt: skip
+    subprocess.run([sys.executable, "-m", "rftlab", *args, str(tmp_path / "straight")], check=True)
+    reference = json.loads((tmp_path / "straight" / "rftlab.json").read_text())
+    weights = AutoModelForCausalLM.from_pretrained(tmp_path / "straight").state_dict()
+    for step in (12, 16, 20):
+        out = tmp_path / f"killed-{step}"
+        died = subprocess.run([sys.executable, "-c", DIE_AFTER_SAVE, *args, str(out)], env={**os.environ,
+                              "DIE_AT": str(step)}, capture_output=True)  # fmt: skip
+        assert died.returncode == 137 and (out / "trainer" / f"checkpoint-{step}" / "rftlab-checkpoint.json").exists()
+        subprocess.run([sys.executable, "-m", "rftlab", *args, str(out)], check=True)
+        facts = json.loads((out / "rftlab.json").read_text())
+        assert facts["resumed"]
+        for key in ("steps", "tokens_seen", "losses", "train_loss"):
+            assert facts[key] == reference[key], (step, key)
+        resumed = AutoModelForCausalLM.from_pretrained(out).state_dict()
+        assert all(torch.equal(weights[name], resumed[name]) for name in weights), step
+
+
+def test_a_broken_newest_checkpoint_is_not_resumed_from(toy, tmp_path, capsys):
+    base, data = toy
+    args = ["sft", "--model", str(base), "--data", str(data), "--recipe", "toy-sft", "--epochs", "2",
+            "--batch-size", "8", "--device-batch", "8", "--save-every", "4", "--quiet", "--out"]  # fmt: skip
+    out = tmp_path / "killed"
+    died = subprocess.run([sys.executable, "-c", DIE_AFTER_SAVE, *args, str(out)], env={**os.environ, "DIE_AT": "8"},
+                          capture_output=True)  # fmt: skip
+    assert died.returncode == 137
+    state = out / "trainer" / "checkpoint-8" / "trainer_state.json"
+    state.write_text(state.read_text()[:100])  # truncated: a full disk, a power cut
+    subprocess.run([sys.executable, "-m", "rftlab", *args, str(tmp_path / "straight")], check=True)
+    assert main([*args, str(out)]) == 0
+    assert "checkpoint-8: trainer_state.json is missing or not the size the manifest records" in capsys.readouterr().err
+    facts = [json.loads((folder / "rftlab.json").read_text()) for folder in (out, tmp_path / "straight")]
+    assert not facts[0]["resumed"] and facts[0]["losses"] == facts[1]["losses"]  # trained afresh, as it should
+
+
 def test_sft_knows_its_base_by_its_weights_and_refuses_a_base_retrained_in_place(toy, tmp_path):
     base, data = toy
     folder = tmp_path / "base"
@@ -374,7 +440,7 @@ def test_greedy_accuracy_scores_the_sampler_s_greedy_answers_and_restores_traini
     asked = []
 
     class Backend:
-        stop = ()
+        stop, context = (), None
 
         def __init__(self, model, tokenizer_):
             self.tokenizer = tokenizer_

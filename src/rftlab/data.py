@@ -13,6 +13,7 @@ Every reading error is a `DataError` whose message names the file and the 1-base
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 from collections.abc import Iterator
@@ -175,6 +176,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     mode 0666 less the umask, as `open` would (the umask is applied by the kernel, never read or changed here)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers_files(target)
     fd, temporary = _create_beside(target)
     try:
         with os.fdopen(fd, mode) as handle:
@@ -189,13 +191,33 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
 
 
 def _create_beside(target: Path) -> tuple[int, str]:
-    """A new file of a name no other file has, in `target`'s folder: its descriptor and path."""
+    """A new file of a name no other file has, in `target`'s folder, named for this process: its descriptor and
+    path."""
     while True:
-        temporary = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp")
+        temporary = str(target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
         try:
             return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
         except FileExistsError:
             continue
+
+
+def _remove_dead_writers_files(target: Path) -> None:
+    """Removes the temporary files of `target` left by writers that were killed (their process is gone)."""
+    for temporary in target.parent.glob(f".{glob.escape(target.name)}.*-*.tmp"):
+        pid = temporary.name[len(target.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import string
 from collections.abc import Sequence
@@ -125,7 +124,10 @@ def load_model(
     hf_logging.disable_progress_bar()
     location, extra = _location(name)
     tokenizer = load_tokenizer(name)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
+    except Exception as error:  # a truncated or random weights file, a bad config.json, a missing file
+        raise _data_error(str(name), f"cannot load the model: {error}") from error
     if extra:
         _unmark_gguf(model)
     if device is not None:
@@ -138,14 +140,35 @@ def load_tokenizer(name: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     location, extra = _location(name)
-    tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+    except Exception as error:  # no tokenizer files, a corrupt one
+        raise _data_error(str(name), f"cannot load the tokenizer: {error}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
+def check_local(name: str | Path) -> None:
+    """DataError when `name` can only mean a local model (a path that is absolute, starts with `.` or `~`, ends in
+    `.gguf`, or lies in an existing folder) and nothing is there; a hub id (`org/name`) passes."""
+    text, path = str(name), Path(name)
+    if path.exists():
+        return
+    local = path.is_absolute() or text.startswith((".", "~")) or path.suffix == ".gguf" or text.count("/") > 1
+    if local or ("/" in text and path.parent.is_dir()):
+        raise _data_error(text, "no such model file or folder (nor a hub id: those are ORG/NAME)")
+
+
+def _data_error(path: str, message: str) -> Exception:
+    from rftlab.data import DataError
+
+    return DataError(path, None, message)
+
+
 def _location(name: str | Path) -> tuple[str, dict[str, str]]:
     """What `from_pretrained` reads: the folder or hub id; for a `.gguf` file, its folder and `gguf_file`."""
+    check_local(name)
     path = Path(name)
     if path.suffix == ".gguf":
         return str(path.parent), {"gguf_file": path.name}
@@ -182,9 +205,17 @@ def encode_prompt(
 
 
 def read_metadata(checkpoint: str | Path) -> dict[str, Any]:
-    """rftlab's record of how a checkpoint was made (empty for checkpoints from elsewhere)."""
+    """rftlab's record of how a checkpoint was made (empty for checkpoints from elsewhere); DataError naming the
+    file when it is not a JSON object."""
+    from rftlab.data import DataError, read_json
+
     path = Path(checkpoint) / METADATA_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise DataError(path, None, "expected a JSON object")
+    return record
 
 
 def write_metadata(checkpoint: str | Path, metadata: dict[str, Any]) -> None:
@@ -207,6 +238,7 @@ def model_fingerprint(name: str | Path) -> str | None:
     """What identifies a model's weights: for a local folder or file, a SHA-256 over its weight files (names and
     bytes, hashed once per process for a given path, size and modification time); for a hub id, the commit its
     main branch resolves to (from the hub, else the local hub cache). None when a hub id cannot be resolved."""
+    check_local(name)
     path = Path(name)
     if path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)

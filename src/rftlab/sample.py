@@ -36,10 +36,12 @@ from rftlab.backends.base import (
     cut_at_stop,
     row_key,
 )
-from rftlab.data import DataError, Problem, atomic_writer, read_problems, write_json
+from rftlab.data import DataError, Problem, atomic_writer, read_json, read_problems, write_json
 from rftlab.models import WEIGHT_SUFFIXES
 
 SAMPLES_FORMAT = "rftlab.samples/1"
+_MOST_CHARACTERS_A_TOKEN = 64
+"""A bound on the characters of one token, to cut a question before encoding it."""
 
 
 # Output files ------------------------------------------------------------------------------------
@@ -88,25 +90,34 @@ def _run_metadata(
     }
 
 
-def _identity(metadata: dict[str, Any]) -> list[Any]:
-    """What must match for a run to continue another's file. A greedy run's seed is not part of it: at
+def _identity(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What must match for a run to continue another's file, by name. A greedy run's seed is not part of it: at
     temperature 0 the seed changes nothing (runs record seed 0 for it; older files, the seed they were given)."""
-    keys = ("model", "weights", "label", "backend", "dtype", "data_sha256", "settings")
+    keys = ("model", "weights", "label", "backend", "dtype", "data_sha256")
     identity = {key: metadata.get(key) for key in keys}
-    if identity["settings"] and identity["settings"].get("temperature") == 0:
-        identity["settings"] = {**identity["settings"], "seed": 0}
+    settings = dict(metadata.get("settings") or {})
+    if settings.get("temperature") == 0:
+        settings["seed"] = 0
     engine = metadata.get("engine") or {}
-    return list(identity.values()) + [engine.get(key) for key in ENGINE_IDENTITY]
+    return identity | {f"settings.{key}": value for key, value in settings.items()} | {
+        f"engine.{key}": engine.get(key) for key in ENGINE_IDENTITY}  # fmt: skip
 
 
 def _earlier_run(path: Path, metadata: dict[str, Any]) -> dict[str, Any] | None:
     """The metadata recorded beside `path`, if any; FileExistsError when it is another run's."""
     recorded = metadata_path(path)
-    old = orjson.loads(recorded.read_bytes()) if recorded.exists() else None
-    if old is not None and "dtype" not in old:  # written before the dtype was recorded: taken as this run's
+    old = read_json(recorded) if recorded.exists() else None
+    if old is not None and not isinstance(old, dict):
+        raise DataError(recorded, None, "expected a JSON object")
+    if old is None or not path.exists() or path.stat().st_size == 0:
+        return None  # no samples yet (a run that failed before its first batch): this run's settings hold
+    if "dtype" not in old:  # written before the dtype was recorded: taken as this run's
         old = {**old, "dtype": metadata["dtype"]}
-    if old is not None and _identity(old) != _identity(metadata):
-        raise FileExistsError(f"{path} holds samples of other settings; remove it or use another --out")
+    before, now = _identity(old), _identity(metadata)
+    differ = sorted(key for key in {*before, *now} if before.get(key) != now.get(key))
+    if differ:
+        raise FileExistsError(f"{path} holds samples of other settings ({', '.join(differ)} differ); remove it or "
+                              "use another --out")  # fmt: skip
     return old
 
 
@@ -205,12 +216,37 @@ def sample_problems(
     return written
 
 
-def sample_texts(backend: Backend, batch: Sequence[Problem], settings: SamplingSettings) -> list[list[str]]:
-    """The k paths of each problem of a batch: prompts encoded, token ids generated, decoded and cut."""
+def prompt_ids(backend: Backend, problems: Sequence[Problem], settings: SamplingSettings) -> list[list[int]]:
+    """The prompts' token ids, each cut from the left (as the reference code's) to leave `max_new_tokens` of the
+    backend's context."""
+    return [_prompt(backend, problem, settings)[0] for problem in problems]
+
+
+def prompts_cut(backend: Backend, problems: Sequence[Problem], settings: SamplingSettings) -> int:
+    """How many of the problems' prompts `prompt_ids` cuts to fit the context."""
+    return sum(_prompt(backend, problem, settings)[1] for problem in problems)
+
+
+def _prompt(backend: Backend, problem: Problem, settings: SamplingSettings) -> tuple[list[int], bool]:
+    """A problem's prompt ids, cut to fit, and whether they were cut. The question text is first cut to what
+    could fit (`_MOST_CHARACTERS_A_TOKEN` a token), so that a huge one costs no more than that."""
     from rftlab.models import encode_prompt
 
+    if backend.context is None:
+        return encode_prompt(backend.tokenizer, problem.query, settings.template, settings.shots), False
+    room = backend.context - settings.max_new_tokens
+    if room < 1:
+        raise ValueError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for a prompt in the model's "
+                         f"context of {backend.context} tokens")  # fmt: skip
+    query = problem.query[-room * _MOST_CHARACTERS_A_TOKEN :]
+    ids = encode_prompt(backend.tokenizer, query, settings.template, settings.shots)
+    return ids[-room:], len(ids) > room or len(query) < len(problem.query)
+
+
+def sample_texts(backend: Backend, batch: Sequence[Problem], settings: SamplingSettings) -> list[list[str]]:
+    """The k paths of each problem of a batch: prompts encoded, token ids generated, decoded and cut."""
     tokenizer = backend.tokenizer
-    prompts = [encode_prompt(tokenizer, p.query, settings.template, settings.shots) for p in batch]
+    prompts = prompt_ids(backend, batch, settings)
     keys = [[row_key(settings.seed, p.id, j) for j in range(settings.k)] for p in batch]
     paths = backend.generate(prompts, keys, settings)
     return [
@@ -270,6 +306,7 @@ def run_sampling(
     make_backend = make_backend or backend_factory(backend, settings.seed)
     sampler = make_backend(str(model_name), backend.model_dtype, str(state.device))
     metadata["decoder"] = sampler.decoder
+    metadata["prompts_cut"] = prompts_cut(sampler, own, settings)
     if getattr(sampler, "engine", None) is not None:  # an engine's settings as it runs them (None resolved)
         metadata["engine"] = _as_json(asdict(sampler.engine))
     if state.is_main_process:

@@ -32,7 +32,8 @@ from rftlab.models import (
     read_metadata,
     write_metadata,
 )
-from rftlab.validation import Selection, Validation, curve, greedy_accuracy, selecting_trainer, trainer_arguments
+from rftlab.trainer import complete_checkpoints, logging_interval, rftlab_trainer, whole_run_loss
+from rftlab.validation import Selection, Validation, curve, greedy_accuracy, trainer_arguments
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -258,8 +259,10 @@ def train_causal_lm(
         ddp_find_unused_parameters=False,
         **budget,
     )
-    args = TrainingArguments(**{**arguments, **_selecting(selection, recipe, len(examples), budget)})
-    trainer = selecting_trainer(
+    arguments |= _selecting(selection, recipe, len(examples), budget)
+    arguments["logging_steps"] = logging_interval(recipe.log_every, arguments["save_steps"])
+    args = TrainingArguments(**arguments)
+    trainer = rftlab_trainer(
         selection.score if selection else None,
         model=model,
         args=args,
@@ -276,13 +279,13 @@ def train_causal_lm(
         write_metadata(out, {**(metadata or {}), "complete": False})  # the settings an interrupted run resumes with
     resume = None if overwrite else last_complete_checkpoint(out / TRAINER_DIR)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     facts = {
         "processes": trainer.args.world_size,
         "steps": trainer.state.global_step,
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
         "train_seconds": round(time.perf_counter() - start, 2),
-        "train_loss": result.training_loss,
+        "train_loss": whole_run_loss(trainer),
         "losses": [[entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry],
         "distributed": trainer.accelerator.distributed_type.value,
         "bf16": args.bf16,
@@ -342,19 +345,19 @@ def _remove_checkpoints(out: Path) -> None:
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest Trainer checkpoint that was fully written; a kill mid-save leaves a partial one behind."""
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[1]))
-    complete = [path for path in checkpoints if (path / "trainer_state.json").is_file()]
-    for partial in set(checkpoints) - set(complete):
-        shutil.rmtree(partial)
+    """The newest Trainer checkpoint that was fully written (`trainer.complete_checkpoints`)."""
+    complete = complete_checkpoints(folder)
     return complete[-1] if complete else None
 
 
 def _finished(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """The metadata of an earlier, complete run with the same settings; None to train (or resume an interrupted
-    run with the same settings). An error if `out` holds a run, finished or not, with other settings."""
+    run with the same settings). An error if `out` holds a run, finished or not, with other settings; a run that
+    stopped before its first checkpoint holds nothing to keep, so any settings may start afresh over it."""
     metadata = read_metadata(out)
     if overwrite or not metadata:
+        return None
+    if not metadata.get("complete") and last_complete_checkpoint(out / TRAINER_DIR) is None:
         return None
     if metadata.get("settings") != settings:
         recorded = metadata.get("settings") or {}

@@ -99,44 +99,6 @@ def trainer_arguments(validation: Validation, every: int) -> dict[str, Any]:
     }
 
 
-def selecting_trainer(score: Callable[[PreTrainedModel], float] | None, **kwargs: Any) -> Any:
-    """A Trainer whose evaluation is `score(model)` as `eval_accuracy` (None: the Trainer's own loss)."""
-    from transformers import Trainer
-
-    class SelectingTrainer(Trainer):
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            if score is None or eval_dataset is not None:
-                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-            metrics = {f"{metric_key_prefix}_accuracy": score(self.model)}
-            self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-            return metrics
-
-        def _issue_warnings_after_load(self, load_result):
-            """A tied weight (the output head of a model that shares its embeddings) is saved once: loading the
-            best checkpoint fills it through the weight it shares, which is not worth a warning."""
-            tied = _tied_names(self.model)
-            missing = [key for key in load_result.missing_keys if key not in tied]
-            super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
-
-    trainer = SelectingTrainer(**kwargs)
-    if score is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
-        raise ValueError("--select accuracy decodes with the whole model in one process; under FSDP or DeepSpeed "
-                         "the weights are sharded: pass --select loss")  # fmt: skip
-    return trainer
-
-
-def _tied_names(model: PreTrainedModel) -> set[str]:
-    """Names in the state dict that share their tensor with another name (tied weights)."""
-    first: dict[int, str] = {}
-    tied: set[str] = set()
-    for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() in first:
-            tied |= {name, first[tensor.data_ptr()]}
-        first.setdefault(tensor.data_ptr(), name)
-    return tied
-
-
 def curve(log_history: Sequence[dict[str, Any]], metric: str, best_checkpoint: str | None) -> dict[str, Any]:
     """The validation curve (step, epoch, tokens seen, value) and the selected point, from the Trainer's log."""
     key = f"eval_{metric}"

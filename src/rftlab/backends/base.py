@@ -88,6 +88,8 @@ class Backend(Protocol):
     """What generates (`static-cache`, `generate`, `vllm`): recorded in the samples' metadata."""
     stop: tuple[str, ...]
     """Strings the backend stopped paths at: the run cuts the decoded text before them."""
+    context: int | None
+    """The most tokens a prompt and its path may hold together (None: no bound known)."""
 
     def generate(
         self, prompts: Sequence[Sequence[int]], keys: Sequence[Sequence[int]], settings: SamplingSettings

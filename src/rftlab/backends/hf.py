@@ -29,6 +29,7 @@ class HFBackend:
             index for index in range(len(tokenizer)) if "\n" in tokenizer.decode([index], skip_special_tokens=True)
         }
         self.generated_tokens = 0
+        self.context: int | None = getattr(model.config, "max_position_embeddings", None)
 
     def generate(
         self, prompts: Sequence[Sequence[int]], keys: Sequence[Sequence[int]], settings: SamplingSettings
