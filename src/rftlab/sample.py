@@ -36,11 +36,16 @@ from rftlab.backends.base import (
     cut_at_stop,
     row_key,
 )
-from rftlab.data import DataError, Problem, atomic_writer, read_json, read_problems, write_json
+from rftlab.data import PROMPT_TEMPLATES, DataError, Problem, atomic_writer, read_json, read_problems, write_json
 from rftlab.models import WEIGHT_SUFFIXES
 
 SAMPLES_FORMAT = "rftlab.samples/1"
 _MOST_CHARACTERS_A_TOKEN = 64
+"""A bound on the characters of one token, to cut a question before encoding it."""
+_SPECIAL_TOKENS_BOUND = 64
+"""A bound on the special tokens a prompt holds (BOS, a chat template's markers)."""
+_CHAT_TEMPLATE_BOUND = 2048
+"""A bound on the characters a tokenizer's chat template adds to a question (a system prompt, say)."""
 """A bound on the characters of one token, to cut a question before encoding it."""
 
 
@@ -223,8 +228,15 @@ def prompt_ids(backend: Backend, problems: Sequence[Problem], settings: Sampling
 
 
 def prompts_cut(backend: Backend, problems: Sequence[Problem], settings: SamplingSettings) -> int:
-    """How many of the problems' prompts `prompt_ids` cuts to fit the context."""
-    return sum(_prompt(backend, problem, settings)[1] for problem in problems)
+    """How many of the problems' prompts `prompt_ids` cuts to fit the context. A prompt has no more tokens than
+    UTF-8 bytes (a few special tokens aside), so only those whose bytes exceed the room are encoded."""
+    if backend.context is None:
+        return 0
+    room = backend.context - settings.max_new_tokens
+    template = len(PROMPT_TEMPLATES.get(settings.template, "")) or _CHAT_TEMPLATE_BOUND
+    fixed = template + sum(len(q) + len(a) for q, a in settings.shots) + _SPECIAL_TOKENS_BOUND
+    return sum(_prompt(backend, problem, settings)[1] for problem in problems
+               if 4 * (len(problem.query) + fixed) > room)  # fmt: skip
 
 
 def _prompt(backend: Backend, problem: Problem, settings: SamplingSettings) -> tuple[list[int], bool]:
