@@ -182,7 +182,7 @@ def test_subsets_are_seeded_and_sized(micro):
         ({"experiments": {"data": {"fractions": ["1/0"]}}}, "not a number or a ratio"),
         ({"experiments": {"data": {"fractions": [2]}}}, "not in (0, 1]"),
         ({"experiments": {"union": {"sources": ["a"], "k": 2}}}, "at least two models"),
-        ({"experiments": {"k": {"k": [0]}}}, "at least 1"),
+        ({"experiments": {"k": {"k": [0]}}}, "must be >= 1, got 0"),
         ({"experiments": {"k": {"k": [1], "sft_at_rft_tokens": [2]}}}, "k=2 is not in k"),
         ({"experiments": {}}, "name at least one"),
         ({"train": {"epochs": 1, "tokens": 5}}, "not both"),

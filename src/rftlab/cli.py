@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChildProcessError as error:
         print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except ImportError as error:  # an optional dependency a setting needs (peft for --lora-r, say)
+        print(f"rftlab {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except OSError as error:  # a full disk, a read-only folder, a path below a file: the path and the reason
         where = f"{error.filename}: " if error.filename else ""
         print(f"rftlab {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)

@@ -105,7 +105,7 @@ class VLLMBackend:
             enable_chunked_prefill=config.scheduler_config.enable_chunked_prefill,
             max_num_batched_tokens=config.scheduler_config.max_num_batched_tokens,
         )  # as the engine runs: recorded in the samples' metadata
-        self.context: int | None = config.model_config.max_model_len
+        self.context: int | None = getattr(getattr(config, "model_config", None), "max_model_len", None)
         self.generated_tokens = 0
 
     def generate(
