@@ -50,7 +50,7 @@ def test_smollm2_fine_tunes_with_lora_from_its_gguf_file(gsm8k_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from rftlab.cli import main
-    from rftlab.models import load_model
+    from rftlab.models import load_weights
 
     gguf = smollm2_gguf()
     problems = [json.loads(line) for line in (gsm8k_dir / "train.jsonl").read_text().splitlines()[:4]]
@@ -65,6 +65,6 @@ def test_smollm2_fine_tunes_with_lora_from_its_gguf_file(gsm8k_dir, tmp_path):
     assert facts["trainable_parameters"] < facts["parameters"] / 100
     tuned = AutoModelForCausalLM.from_pretrained(out)  # a plain checkpoint: no GGUF, no PEFT
     assert getattr(tuned, "hf_quantizer", None) is None
-    base = load_model(str(gguf), dtype="float32")[0].state_dict()
+    base = load_weights(str(gguf), dtype="float32").state_dict()
     changed = {name for name, weight in tuned.state_dict().items() if not torch.equal(weight, base[name])}
     assert changed and all(".q_proj." in name or ".v_proj." in name for name in changed)

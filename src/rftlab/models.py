@@ -118,12 +118,17 @@ def load_model(
     name: str | Path, dtype: str = "auto", device: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a checkpoint folder, a hub id, or a `.gguf` file."""
+    tokenizer = load_tokenizer(name)
+    return load_weights(name, dtype, device), tokenizer
+
+
+def load_weights(name: str | Path, dtype: str = "auto", device: str | None = None) -> PreTrainedModel:
+    """The causal LM alone (a GGUF file's tokenizer takes longer to build than its weights to de-quantize)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     location, extra = _location(name)
-    tokenizer = load_tokenizer(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
     except Exception as error:  # a truncated or random weights file, a bad config.json, a missing file
@@ -132,7 +137,7 @@ def load_model(
         _unmark_gguf(model)
     if device is not None:
         model.to(device)
-    return model, tokenizer
+    return model
 
 
 def load_tokenizer(name: str | Path) -> PreTrainedTokenizerBase:

@@ -440,7 +440,7 @@ def sft(
     """Supervised fine-tuning on a problem file (GSM8K-style or RFT data), loss on responses only; of all weights
     in `dtype`, or of LoRA adapters merged into the base at the end (the adapter is kept in `out/adapter`). With
     `validation`, the checkpoint kept is the best on its problems within the budget."""
-    from rftlab.models import load_model
+    from rftlab.models import load_model, load_weights
 
     settings = {
         "stage": "sft",
@@ -487,7 +487,7 @@ def sft(
     return train_causal_lm(
         model, tokenizer, examples, out, recipe, seed, description="sft", show_progress=show_progress,
         group_by_length=True, metadata=metadata, overwrite=overwrite,
-        lora_base=(lambda: load_model(model_name, dtype=dtype)[0]) if lora else None, selection=selection,
+        lora_base=(lambda: load_weights(model_name, dtype=dtype)) if lora else None, selection=selection,
     )  # fmt: skip
 
 
