@@ -220,6 +220,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def metadata_path(samples: str | os.PathLike[str]) -> Path:
+    """Where a samples file's settings are recorded: SAMPLES.jsonl -> SAMPLES.jsonl.meta.json."""
+    path = Path(samples)
+    return path.with_name(path.name + ".meta.json")
+
+
 def write_jsonl(path: str | os.PathLike[str], records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> int:
     """Writes records as JSONL atomically; returns the number of lines."""
     count = 0

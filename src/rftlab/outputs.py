@@ -1,7 +1,8 @@
 """Guards on what a job writes (pure Python): an output is never an input, never a file rftlab did not
 write, and has one writer at a time.
 
-A job's outputs are its fields marked `writes=KIND` (`rftlab.jobs.base.option`). Before it runs:
+A job's outputs are its fields marked `writes=KIND` (files: samples, rft, json, or file for any; folders:
+checkpoint, world, or folder for any) (`rftlab.jobs.base.option`). Before it runs:
 every output must differ from every input and from the other outputs; an existing output must be of its
 kind as rftlab writes it (a samples file with its `.meta.json`, RFT data that starts with a gold line,
 JSON with an `rftlab.` format, a checkpoint folder with `rftlab.json`, a toy world with `toyworld.json`);
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import orjson
 
-FILES = ("samples", "rft", "json", "file")
-"""Kinds of output files: an existing one must be rftlab's (`file`: any file)."""
+from rftlab.data import metadata_path
+
 MARKERS = {"checkpoint": "rftlab.json", "world": "toyworld.json", "folder": None}
 """Kinds of output folders, and the file rftlab writes into each (`folder`: any folder)."""
 SCAFFOLDING = {"checkpoint": {"trainer"}}
@@ -80,7 +81,7 @@ def _not_ours(path: Path, kind: str) -> str | None:
     if kind == "file" or path.stat().st_size == 0:
         return None
     if kind == "samples":
-        meta = path.with_name(path.name + ".meta.json")
+        meta = metadata_path(path)
         return None if meta.is_file() else f"has no {meta.name} beside it (not samples of rftlab sample)"
     if kind == "rft":
         first = _parsed(_first_line(path))

@@ -36,7 +36,16 @@ from rftlab.backends.base import (
     cut_at_stop,
     row_key,
 )
-from rftlab.data import PROMPT_TEMPLATES, DataError, Problem, atomic_writer, read_json, read_problems, write_json
+from rftlab.data import (
+    PROMPT_TEMPLATES,
+    DataError,
+    Problem,
+    atomic_writer,
+    metadata_path,
+    read_json,
+    read_problems,
+    write_json,
+)
 from rftlab.models import WEIGHT_SUFFIXES
 
 SAMPLES_FORMAT = "rftlab.samples/1"
@@ -46,14 +55,9 @@ _SPECIAL_TOKENS_BOUND = 64
 """A bound on the special tokens a prompt holds (BOS, a chat template's markers)."""
 _CHAT_TEMPLATE_BOUND = 2048
 """A bound on the characters a tokenizer's chat template adds to a question (a system prompt, say)."""
-"""A bound on the characters of one token, to cut a question before encoding it."""
 
 
 # Output files ------------------------------------------------------------------------------------
-
-
-def metadata_path(out: Path) -> Path:
-    return out.with_name(out.name + ".meta.json")
 
 
 def shard_path(out: Path, shard: int, shards: int) -> Path:

@@ -19,6 +19,7 @@ and checkpoints that say when they are whole.
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,8 +60,6 @@ def broken(checkpoint: Path) -> str | None:
 def complete_checkpoints(folder: Path) -> list[Path]:
     """The checkpoints in `folder` that can be resumed from, oldest first; a broken one is removed with a
     warning (the one before it, if any, is used instead)."""
-    import shutil
-
     checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[1]))
     complete = []
     for checkpoint in checkpoints:

@@ -197,7 +197,7 @@ def flag_of(f: dataclasses.Field) -> str:
 
 def _name_of(f: dataclasses.Field) -> str:
     """How the user gave a field: its flag, or a positional argument's name."""
-    return f.metadata.get("metavar") or f.name if f.metadata.get("positional") else flag_of(f)
+    return (f.metadata.get("metavar") or f.name) if f.metadata.get("positional") else flag_of(f)
 
 
 def _texts(f: dataclasses.Field, value: Any) -> list[str]:
