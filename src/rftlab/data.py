@@ -13,9 +13,12 @@ Every reading error is a `DataError` whose message names the file and the 1-base
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,30 +187,112 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename is None:  # a write's error (a full disk) names no file
+            raise OSError(error.errno, error.strerror, str(target)) from error
         raise
+
+
+@contextlib.contextmanager
+def write_errors_named(path: str | os.PathLike[str]) -> Iterator[None]:
+    """A failed write under `path` as an OSError naming it: an OSError that names no file (a full disk's), and the
+    libraries' wrappers of one (safetensors' `... (os error 28)`, torch.save's `[enforce fail at
+    inline_container.cc...]`, which keeps no errno: ENOSPC when the disk has under 1 MiB free)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+    except Exception as error:
+        number = _write_error_number(error, Path(path))
+        if number is None:
+            raise
+        raise OSError(number, f"{os.strerror(number)} ({error})", str(path)) from error
+
+
+_RUST_IO_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _write_error_number(error: Exception, path: Path) -> int | None:
+    found = _RUST_IO_ERROR.search(str(error))
+    if found:
+        return int(found.group(1))
+    if "inline_container.cc" not in str(error):
+        return None
+    folder = next((parent for parent in (path, *path.parents) if parent.exists()), Path("."))
+    disk = os.statvfs(folder)
+    return errno.ENOSPC if disk.f_bavail * disk.f_frsize < 1 << 20 else errno.EIO
 
 
 def _create_beside(target: Path) -> tuple[int, str]:
     """A new file of a name no other file has, in `target`'s folder, named for this process: its descriptor and
     path."""
     while True:
-        temporary = str(target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
         try:
+            temporary = _temporary_name(target)
             return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
         except FileExistsError:
             continue
 
 
+def _temporary_name(target: Path) -> str:
+    """`.NAME.PID-HEX.tmp` beside `target`: a dead writer's are recognised by the pid."""
+    return str(target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new folder beside `path` to write into, put in the place of `path` only on success: a run killed
+    part-way leaves `path` as it was (what it held is removed only once the new folder is whole)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers_files(target)
+    temporary = _make_folder_beside(target)
+    try:
+        yield temporary
+        _put_in_place(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _make_folder_beside(target: Path) -> Path:
+    while True:
+        try:
+            temporary = Path(_temporary_name(target))
+            temporary.mkdir(0o777)
+            return temporary
+        except FileExistsError:
+            continue
+
+
+def _put_in_place(folder: Path, target: Path) -> None:
+    """Renames `folder` to `target`; an existing `target` is moved aside first and removed after."""
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not os.path.lexists(target):
+        os.replace(folder, target)
+        return
+    old = _make_folder_beside(target)
+    os.replace(target, old)
+    os.replace(folder, target)
+    shutil.rmtree(old)
+
+
 def _remove_dead_writers_files(target: Path) -> None:
-    """Removes the temporary files of `target` left by writers that were killed (their process is gone)."""
+    """Removes the temporary files and folders of `target` left by writers that were killed (their process is
+    gone)."""
     for temporary in target.parent.glob(f".{glob.escape(target.name)}.*-*.tmp"):
         pid = temporary.name[len(target.name) + 2 :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
-                temporary.unlink()
+                if temporary.is_dir() and not temporary.is_symlink():
+                    shutil.rmtree(temporary)
+                else:
+                    temporary.unlink()
 
 
 def _alive(pid: int) -> bool:

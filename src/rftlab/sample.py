@@ -44,6 +44,7 @@ from rftlab.data import (
     metadata_path,
     read_json,
     read_problems,
+    write_errors_named,
     write_json,
 )
 from rftlab.models import WEIGHT_SUFFIXES
@@ -202,7 +203,7 @@ def sample_problems(
     done = completed_problems(out, own, settings.k)
     written_ids = {problem.id for problem in own[:done]}
     written, start, tokens = 0, time.perf_counter(), backend.generated_tokens
-    with open(out, "ab") as handle, tqdm(
+    with write_errors_named(out), open(out, "ab") as handle, tqdm(
         total=len(own), initial=done, desc="sample", unit="problem", file=sys.stderr,
         disable=None if show_progress is None else not show_progress,
     ) as bar:  # fmt: skip

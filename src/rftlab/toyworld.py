@@ -28,7 +28,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, NamedTuple
 
-from rftlab.data import PROMPT_TEMPLATES, atomic_writer, write_json, write_jsonl
+from rftlab.data import PROMPT_TEMPLATES, atomic_folder, atomic_writer, write_json, write_jsonl
 
 FORMAT = "rftlab.toyworld/1"
 """The prompt format of SFT data, used here for the solved documents of the pre-training corpus."""
@@ -675,12 +675,6 @@ def write_toyworld(
     held = {record["query"] for record in train + test + valid}
     docs = pretraining_corpus(seed, config, held, corpus_docs, corpus_solved)
     text = "\n\n".join(docs) + "\n"
-    write_jsonl(out / "train.jsonl", train)
-    write_jsonl(out / "test.jsonl", test)
-    if valid:
-        write_jsonl(out / "valid.jsonl", valid)
-    with atomic_writer(out / "pretrain.txt") as handle:
-        handle.write(text.encode())
     summary = {
         "format": FORMAT,
         "seed": seed,
@@ -692,5 +686,12 @@ def write_toyworld(
         "pretrain_chars": len(text),
         **_summary(train_problems, train),
     }
-    write_json(out / "toyworld.json", {**summary, "config": asdict(config)})
+    with atomic_folder(out) as folder:  # a run killed part-way leaves no half world
+        write_jsonl(folder / "train.jsonl", train)
+        write_jsonl(folder / "test.jsonl", test)
+        if valid:
+            write_jsonl(folder / "valid.jsonl", valid)
+        with atomic_writer(folder / "pretrain.txt") as handle:
+            handle.write(text.encode())
+        write_json(folder / "toyworld.json", {**summary, "config": asdict(config)})
     return summary

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rftlab import __version__
-from rftlab.data import Problem, read_problems
+from rftlab.data import Problem, read_problems, write_errors_named
 from rftlab.models import (
     char_tokenizer,
     count_parameters,
@@ -278,6 +278,20 @@ def train_causal_lm(
             _remove_checkpoints(out)
         write_metadata(out, {**(metadata or {}), "complete": False})  # the settings an interrupted run resumes with
     resume = None if overwrite else last_complete_checkpoint(out / TRAINER_DIR)
+    with write_errors_named(out):  # a full disk names the folder, not a library's internals
+        return _train_and_save(trainer, out, resume, held_out, selection, lora_base, metadata)
+
+
+def _train_and_save(
+    trainer: Any,
+    out: Path,
+    resume: Path | None,
+    held_out: Any,
+    selection: Selection | None,
+    lora_base: Callable[[], Any] | None,
+    metadata: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Trains (from `resume` where given), saves the model into `out` and records the run's facts."""
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     facts = {
@@ -288,7 +302,7 @@ def train_causal_lm(
         "train_loss": whole_run_loss(trainer),
         "losses": [[entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry],
         "distributed": trainer.accelerator.distributed_type.value,
-        "bf16": args.bf16,
+        "bf16": trainer.args.bf16,
         "resumed": resume is not None,
     }
     if held_out:
@@ -305,7 +319,7 @@ def train_causal_lm(
         _check_saved(saved)
         if lora_base:
             _peft().PeftModel.from_pretrained(lora_base(), saved).merge_and_unload().save_pretrained(out)
-            tokenizer.save_pretrained(out)
+            trainer.processing_class.save_pretrained(out)
         _remove_checkpoints(out)
         write_metadata(out, record)
     return record
