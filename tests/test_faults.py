@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from rftlab.outputs import lock_path, locked
 
 VOLATILE = ("train_seconds", "resumed")
 """rftlab.json fields that tell how a run went (its wall-clock time, whether it resumed), not what it made."""
+NOT_COMPARED = ("training_args.bin",)
+"""Files that record where they were written (the Trainer's pickled arguments hold the output folder)."""
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +87,12 @@ they first write, after loading torch and the model)."""
 
 def made(folder: Path) -> dict[str, object]:
     """What a run left in its folder: every file's bytes (JSON parsed, without VOLATILE fields), leaving out
-    lock files and the trainer's checkpoints, which a finished run no longer needs."""
+    lock files, NOT_COMPARED and the trainer's checkpoints, which a finished run no longer needs."""
     files = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if not path.is_file() or path.name.endswith(".lock") or "trainer" in relative.parts:
+        ignored = path.name.endswith(".lock") or path.name in NOT_COMPARED or "trainer" in relative.parts
+        if not path.is_file() or ignored:
             continue
         files[str(relative)] = _content(path)
     return files
@@ -101,15 +105,21 @@ def _content(path: Path) -> object:
     return {key: item for key, item in value.items() if key not in VOLATILE} if isinstance(value, dict) else value
 
 
-def reference(stage: str, inputs: dict[str, Path], root: Path) -> tuple[dict[str, object], float]:
-    """The uninterrupted run's outputs, and its seconds in this process. It runs in `root`/run (then moved
-    away), where the run compared with it runs, since some files record the output's path."""
-    argv, name = STAGES[stage]
-    start = time.perf_counter()
-    assert main(argv(inputs, root / "run" / name)) == 0
-    seconds = time.perf_counter() - start
-    (root / "run").rename(root / "straight")
-    return made(root / "straight"), seconds
+@pytest.fixture(scope="module")
+def references(inputs) -> Callable[[str], tuple[dict[str, object], float]]:
+    """Each stage's uninterrupted run (made once, in this process): what it made, and its seconds."""
+    made_by: dict[str, tuple[dict[str, object], float]] = {}
+
+    def reference(stage: str) -> tuple[dict[str, object], float]:
+        if stage not in made_by:
+            argv, name = STAGES[stage]
+            folder = inputs["data"].parent / f"reference-{stage}"
+            start = time.perf_counter()
+            assert main(argv(inputs, folder / name)) == 0
+            made_by[stage] = made(folder), time.perf_counter() - start
+        return made_by[stage]
+
+    return reference
 
 
 def kill_at(argv: list[str], output: Path, delay: float, on_lock: bool) -> bool:
@@ -148,24 +158,28 @@ def _mtime(path: Path) -> float:
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_a_stage_killed_at_random_points_and_rerun_ends_as_the_uninterrupted_run(stage, inputs, tmp_path):
-    """Two kills at seeded random points of the work (the second in the resumed run), then a run to the end:
-    the folder holds what the uninterrupted run made, byte for byte."""
-    expected, seconds = reference(stage, inputs, tmp_path)
+def test_a_stage_killed_at_random_points_and_rerun_ends_as_the_uninterrupted_run(stage, inputs, references, tmp_path):
+    """Killed at a seeded random point of its work, then killed again at one of the resumed run's, then run to
+    the end: the folder holds what the uninterrupted run made, byte for byte."""
+    expected, seconds = references(stage)
     argv, name = STAGES[stage]
-    output = tmp_path / "run" / name
-    delays = random.Random(stage).uniform(0, 0.8 * seconds), random.Random(stage + "2").uniform(0, 0.5 * seconds)
-    kills = [kill_at(argv(inputs, output), output, delay, stage in WRITE_LAST) for delay in delays]
-    assert any(kills), f"{stage} ended within {max(delays):.2f} s of its first write, before it could be killed"
+    output, rng = tmp_path / "run" / name, random.Random(stage)
+    window = seconds
+    while not kill_at(argv(inputs, output), output, rng.uniform(0, window), stage in WRITE_LAST):
+        shutil.rmtree(output.parent)  # it ended first (a faster process than the reference): a shorter window
+        window /= 2
+        assert window > seconds / 64, f"{stage} always ended before it could be killed"
+    kill_at(argv(inputs, output), output, rng.uniform(0, window), stage in WRITE_LAST)  # or it ends: no matter
     assert main(argv(inputs, output)) == 0
     assert made(tmp_path / "run") == expected
 
 
 @contextmanager
-def small_disk(folder: Path, size: int) -> Iterator[Path]:
-    """`folder` as a tmpfs of `size` bytes (root only: skipped elsewhere)."""
+def small_disk(folder: Path, size: int, options: str = "") -> Iterator[Path]:
+    """`folder` as a tmpfs of `size` bytes, mounted with `options` besides (root only: skipped elsewhere)."""
     folder.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(folder)]
+    mounted = subprocess.run(mount, capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
     try:
@@ -185,12 +199,12 @@ def size_of(files: dict[str, object]) -> int:
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_full_disk_exits_2_naming_the_file_and_the_run_after_space_is_freed_is_the_uninterrupted_one(
-    stage, inputs, tmp_path, capsys
+    stage, inputs, references, tmp_path, capsys
 ):
     """On a disk with room for half the output (a tmpfs), the stage exits 2 with `PATH: No space left on
     device`, leaves no temporary file and no output that looks finished; given room, the same command makes
     what the uninterrupted run made."""
-    expected, _ = reference(stage, inputs, tmp_path)
+    expected, _ = references(stage)
     argv, name = STAGES[stage]
     with small_disk(tmp_path / "run", max(4096, size_of(expected) // 2)) as disk:
         assert main(argv(inputs, disk / name)) == 2
@@ -201,6 +215,16 @@ def test_a_full_disk_exits_2_naming_the_file_and_the_run_after_space_is_freed_is
         grow(disk, 64 * size_of(expected) + 2**20)
         assert main(argv(inputs, disk / name)) == 0
         assert made(disk) == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_read_only_disk_exits_2_naming_the_path(stage, inputs, tmp_path, capsys):
+    argv, name = STAGES[stage]
+    with small_disk(tmp_path / "run", 1 << 20, ",ro") as disk:
+        assert main(argv(inputs, disk / name)) == 2
+        message = capsys.readouterr().err
+        assert "Read-only file system" in message and str(disk) in message, message
 
 
 WRITERS = {
@@ -243,10 +267,10 @@ with locked("--out", Path(sys.argv[1])):
 """
 
 
-def test_two_runs_started_together_leave_one_writer_and_the_uninterrupted_file(inputs, tmp_path):
+def test_two_runs_started_together_leave_one_writer_and_the_uninterrupted_file(inputs, references, tmp_path):
     """Two `rftlab sample` runs on one output started at once: one exits 2 naming the other, and the file is
     the single run's (no path twice)."""
-    expected, _ = reference("sample", inputs, tmp_path)
+    expected, _ = references("sample")
     output = tmp_path / "run" / "samples.jsonl"
     runs = [subprocess.Popen([sys.executable, "-m", "rftlab", *sample_argv(inputs, output)], stderr=subprocess.PIPE)
             for _ in range(2)]  # fmt: skip

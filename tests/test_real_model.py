@@ -68,3 +68,27 @@ def test_smollm2_fine_tunes_with_lora_from_its_gguf_file(gsm8k_dir, tmp_path):
     base = load_weights(str(gguf), dtype="float32").state_dict()
     changed = {name for name, weight in tuned.state_dict().items() if not torch.equal(weight, base[name])}
     assert changed and all(".q_proj." in name or ".v_proj." in name for name in changed)
+
+
+@pytest.mark.real_model
+def test_a_gguf_file_loads_as_its_de_quantized_copy_with_the_same_tokenizer(gsm8k_dir):
+    """Every load of a `.gguf` file reads its float32 copy (`models.gguf_folder`, made once); the copy's
+    tokenizer encodes chat prompts as the one transformers builds from the file's metadata does."""
+    pytest.importorskip("gguf", reason="transformers reads GGUF files with the gguf package (test extras)")
+    from transformers import AutoTokenizer
+
+    from rftlab.models import gguf_folder, load_tokenizer
+
+    gguf = smollm2_gguf()
+    folder = gguf_folder(gguf)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {path.name for path in folder.iterdir()}
+    direct, copy = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), load_tokenizer(gguf)
+    assert copy.name_or_path == str(folder) and copy.get_vocab() == direct.get_vocab()
+    assert (copy.bos_token_id, copy.eos_token_id) == (direct.bos_token_id, direct.eos_token_id)
+    questions = [json.loads(line)["query"] for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()[:50]]
+    for question in questions:
+        chat = [{"role": "user", "content": question}]
+        assert copy.apply_chat_template(chat, add_generation_prompt=True) == direct.apply_chat_template(
+            chat, add_generation_prompt=True
+        )
+        assert copy(question + " 12,345.67 #### 8")["input_ids"] == direct(question + " 12,345.67 #### 8")["input_ids"]

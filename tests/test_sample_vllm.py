@@ -258,17 +258,16 @@ def test_on_the_cpu_the_defaults_fit_the_ram_and_keep_prefills_whole(engines, ti
 
 
 def test_a_gguf_model_reaches_vllm_as_a_folder_converted_once_per_file(engines, tiny, tmp_path, monkeypatch):
-    import rftlab.backends.vllm as backend
+    import rftlab.models as models
 
     converted = []
 
-    def load_model(path):  # the de-quantized model of the file: here the tiny checkpoint
+    def from_gguf(path):  # the de-quantized model of the file: here the tiny checkpoint
         converted.append(path)
         return AutoModelForCausalLM.from_pretrained(tiny), AutoTokenizer.from_pretrained(tiny)
 
     monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(backend, "load_model", load_model)
-    monkeypatch.setattr(backend, "load_tokenizer", lambda name: AutoTokenizer.from_pretrained(tiny))
+    monkeypatch.setattr(models, "_from_gguf", from_gguf)
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF one")
     first = VLLMBackend(str(gguf), "auto", EngineSettings(), seed=0)

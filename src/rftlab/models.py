@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import string
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ def load_weights(name: str | Path, dtype: str = "auto", device: str | None = Non
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **extra)
     except Exception as error:  # a truncated or random weights file, a bad config.json, a missing file
         raise _data_error(str(name), f"cannot load the model: {error}") from error
-    if extra:
+    if extra:  # the GGUF file itself
         _unmark_gguf(model)
     if device is not None:
         model.to(device)
@@ -172,12 +173,47 @@ def _data_error(path: str, message: str) -> Exception:
 
 
 def _location(name: str | Path) -> tuple[str, dict[str, str]]:
-    """What `from_pretrained` reads: the folder or hub id; for a `.gguf` file, its folder and `gguf_file`."""
+    """What `from_pretrained` reads: the folder or hub id; for a `.gguf` file, its de-quantized copy
+    (`gguf_folder`), or where that cannot be written, its folder and `gguf_file`."""
     check_local(name)
     path = Path(name)
-    if path.suffix == ".gguf":
+    if path.suffix != ".gguf":
+        return str(name), {}
+    try:
+        return str(gguf_folder(path)), {}
+    except OSError as error:
+        print(f"rftlab: {path}: reading the GGUF file itself: no de-quantized copy ({error})", file=sys.stderr)
         return str(path.parent), {"gguf_file": path.name}
-    return str(name), {}
+
+
+def gguf_folder(path: Path) -> Path:
+    """A float32 safetensors copy of a `.gguf` file and its tokenizer, made once in rftlab's cache (`cache_folder`)
+    under the file's fingerprint and renamed into place when whole: de-quantizing takes half a minute on a CPU (a
+    tokenizer built from GGUF metadata as long), loading the copy seconds."""
+    fingerprint = model_fingerprint(path) or ""
+    target = cache_folder() / "gguf" / f"{path.stem}-{fingerprint.removeprefix('sha256:')[:16]}"
+    if target.is_dir():
+        return target
+    from rftlab.data import atomic_folder
+
+    with atomic_folder(target) as partial:
+        model, tokenizer = _from_gguf(path)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    return target
+
+
+def _from_gguf(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model (float32) and tokenizer of a `.gguf` file, as transformers de-quantizes and builds them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as error:  # not a GGUF file, a truncated one, an architecture transformers cannot read
+        raise _data_error(str(path), f"cannot load the model: {error}") from error
+    _unmark_gguf(model)
+    return model, tokenizer
 
 
 def _unmark_gguf(model: PreTrainedModel) -> None:

@@ -16,16 +16,13 @@ safetensors folder (`gguf_folder`) that vLLM loads as any checkpoint: vLLM reads
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rftlab.backends.base import VLLM_MISSING, EngineSettings, SamplingSettings
-from rftlab.models import cache_folder, load_model, load_tokenizer, model_fingerprint
+from rftlab.models import gguf_folder, load_tokenizer
 
 _SEED_BITS = 62
 """vLLM keeps seeds as int64 and gives the i-th of n paths seed + i: 62 bits leave room for both."""
@@ -56,30 +53,6 @@ def engine_arguments(engine: EngineSettings, on_cpu: bool) -> dict[str, Any]:
         "enable_chunked_prefill": (False if on_cpu else None) if chunked is None else chunked,
         "max_num_batched_tokens": engine.max_num_batched_tokens,
     }
-
-
-def gguf_folder(path: Path) -> Path:
-    """A safetensors copy of a `.gguf` file (de-quantized by `models.load_model`, with its tokenizer), made once
-    in rftlab's cache (`models.cache_folder`) under the file's fingerprint and renamed into place when whole."""
-    fingerprint = model_fingerprint(path)
-    if fingerprint is None:
-        raise FileNotFoundError(path)
-    target = cache_folder() / "gguf" / f"{path.stem}-{fingerprint.removeprefix('sha256:')[:16]}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        model, tokenizer = load_model(path)
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        os.rename(partial, target)
-    except OSError:
-        if not target.is_dir():  # not another process's copy renamed first
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
 
 
 class VLLMBackend:
