@@ -49,8 +49,8 @@ def toy_model(folder: Path, questions: int) -> list[list[int]]:
 
 
 def smollm2_model(questions: int) -> tuple[Path, list[list[int]]]:
-    """SmolLM2-135M-Instruct as the vLLM backend's cached safetensors copy of the GGUF; GSM8K chat prompts."""
-    from rftlab.backends.vllm import gguf_folder
+    """SmolLM2-135M-Instruct as the safetensors copy of its GGUF (what every backend loads); GSM8K chat prompts."""
+    from rftlab.models import gguf_folder
     from rftlab.smollm2 import cached_gguf
 
     folder = gguf_folder(cached_gguf())
