@@ -90,6 +90,21 @@ def test_sft_labels_cover_response_and_eos_only(tokenizer):
     assert tokenizer.decode(example["input_ids"][prompt_length:-1]) == RESPONSE
 
 
+def test_a_huge_example_is_cut_before_it_is_encoded_to_the_ids_of_the_whole_one(tokenizer):
+    """A 5 MB question (or answer) is cut to what could fit before encoding: the ids are those of the whole
+    text cut to max_length, in milliseconds."""
+    huge = "Ann has 7 pens. " * 300_000
+    for query, response in ((huge, RESPONSE), (QUERY, huge)):
+        start = time.perf_counter()
+        example = sft_example(tokenizer, query, response, "compact", 64)
+        assert time.perf_counter() - start < 0.5
+        whole = (
+            tokenizer("Q: " + query[:100] + "\nA: ")["input_ids"]
+            + tokenizer(response[:100], add_special_tokens=False)["input_ids"]
+        )[:64]
+        assert example["input_ids"] == whole and len(example["labels"]) == 64
+
+
 def test_loss_ignores_the_prompt(tokenizer):
     model = new_toy_model("tiny", tokenizer, 0)
     examples = [

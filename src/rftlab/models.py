@@ -271,6 +271,8 @@ def cache_folder() -> Path:
     return Path(os.environ.get("RFTLAB_CACHE") or Path.home() / ".cache" / "rftlab")
 
 
+MOST_CHARACTERS_A_TOKEN = 64
+"""A bound on the characters of one token, to cut a text before encoding it to at most N tokens."""
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _HASH_CHUNK = 1 << 24
 

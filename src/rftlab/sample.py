@@ -47,11 +47,9 @@ from rftlab.data import (
     write_errors_named,
     write_json,
 )
-from rftlab.models import WEIGHT_SUFFIXES
+from rftlab.models import MOST_CHARACTERS_A_TOKEN, WEIGHT_SUFFIXES
 
 SAMPLES_FORMAT = "rftlab.samples/1"
-_MOST_CHARACTERS_A_TOKEN = 64
-"""A bound on the characters of one token, to cut a question before encoding it."""
 _SPECIAL_TOKENS_BOUND = 64
 """A bound on the special tokens a prompt holds (BOS, a chat template's markers)."""
 _CHAT_TEMPLATE_BOUND = 2048
@@ -246,7 +244,7 @@ def prompts_cut(backend: Backend, problems: Sequence[Problem], settings: Samplin
 
 def _prompt(backend: Backend, problem: Problem, settings: SamplingSettings) -> tuple[list[int], bool]:
     """A problem's prompt ids, cut to fit, and whether they were cut. The question text is first cut to what
-    could fit (`_MOST_CHARACTERS_A_TOKEN` a token), so that a huge one costs no more than that."""
+    could fit (`MOST_CHARACTERS_A_TOKEN` a token), so that a huge one costs no more than that."""
     from rftlab.models import encode_prompt
 
     if backend.context is None:
@@ -255,7 +253,7 @@ def _prompt(backend: Backend, problem: Problem, settings: SamplingSettings) -> t
     if room < 1:
         raise ValueError(f"--max-new-tokens {settings.max_new_tokens} leaves no room for a prompt in the model's "
                          f"context of {backend.context} tokens")  # fmt: skip
-    query = problem.query[-room * _MOST_CHARACTERS_A_TOKEN :]
+    query = problem.query[-room * MOST_CHARACTERS_A_TOKEN :]
     ids = encode_prompt(backend.tokenizer, query, settings.template, settings.shots)
     return ids[-room:], len(ids) > room or len(query) < len(problem.query)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rftlab import __version__
 from rftlab.data import Problem, read_problems, write_errors_named
 from rftlab.models import (
+    MOST_CHARACTERS_A_TOKEN,
     char_tokenizer,
     count_parameters,
     encode_prompt,
@@ -119,9 +120,11 @@ RECIPES: dict[str, Recipe] = {
 def sft_example(
     tokenizer: PreTrainedTokenizerBase, query: str, response: str, template: str, max_length: int
 ) -> dict[str, list[int]]:
-    """Token ids of prompt + response + EOS, with labels only on the response and EOS."""
-    prompt = encode_prompt(tokenizer, query, template)
-    answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    """Token ids of prompt + response + EOS, with labels only on the response and EOS, cut to `max_length`. The
+    texts are first cut to what could fit (`MOST_CHARACTERS_A_TOKEN` a token): a huge one costs no more."""
+    room = max_length * MOST_CHARACTERS_A_TOKEN
+    prompt = encode_prompt(tokenizer, query[:room], template)
+    answer = tokenizer(response[:room], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt + answer)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt) + answer)[:max_length]
     return {"input_ids": input_ids, "labels": labels}
