@@ -190,7 +190,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        if isinstance(error, OSError) and error.filename is None:  # a write's error (a full disk) names no file
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:  # a full disk's
             raise OSError(error.errno, error.strerror, str(target)) from error
         raise
 
@@ -203,7 +203,7 @@ def write_errors_named(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.filename is not None:
+        if error.filename is not None or error.errno is None:
             raise
         raise OSError(error.errno, error.strerror, str(path)) from error
     except Exception as error:
