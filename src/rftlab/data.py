@@ -182,16 +182,14 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     _remove_dead_writers_files(target)
     fd, temporary = _create_beside(target)
     try:
-        with os.fdopen(fd, mode) as handle:
+        with write_errors_named(target), os.fdopen(fd, mode) as handle:  # a full disk's error names `path`
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException as error:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        if isinstance(error, OSError) and error.errno is not None and error.filename is None:  # a full disk's
-            raise OSError(error.errno, error.strerror, str(target)) from error
         raise
 
 
