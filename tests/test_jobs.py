@@ -7,6 +7,7 @@ import pytest
 from rftlab.cli import COMMANDS, build_parser
 from rftlab.jobs.base import check_settings, from_namespace
 from rftlab.jobs.eval import EvalJob
+from rftlab.jobs.forecast import ForecastJob
 from rftlab.jobs.reject import RejectJob
 from rftlab.jobs.sample import SampleJob
 from rftlab.jobs.sft import SftJob
@@ -40,6 +41,7 @@ EXAMPLES = [
     RejectJob(samples=(Path("a.jsonl"), Path("b.jsonl")), train=Path("t"), out=Path("r"), first_k=2, no_dedup=True),
     EvalJob(samples=(Path("a.jsonl"), Path("b.jsonl")), data=Path("t"), out=Path("e.json"), k=2),
     EvalJob(model="m", data=Path("t"), out=Path("e.json"), shots=8, shots_from=Path("train.jsonl")),
+    ForecastJob(samples=(Path("a.jsonl"),), train=Path("t"), k=(32, 100), fit_k=8, out=Path("f.json"), level=0.9),
     StudyJob(config=Path("s.yaml"), jobs=2, devices=("0", "1"), dry_run=True),
 ]
 
@@ -52,7 +54,7 @@ def test_argv_parses_back_to_the_same_job(job):
 
 def test_every_command_is_a_job_and_floats_keep_every_digit():
     assert [job.COMMAND for job in COMMANDS] == ["toyworld", "gsm8k", "pretrain", "sft", "sample", "reject", "eval",
-                                                 "demo", "study"]  # fmt: skip
+                                                 "forecast", "demo", "study"]  # fmt: skip
     argv = EXAMPLES[1].argv()
     assert float(argv[argv.index("--lr") + 1]) == 1e-5 / 3
 

@@ -16,6 +16,7 @@ from rftlab import __version__
 from rftlab.jobs.base import Job, add_arguments, from_namespace
 from rftlab.jobs.demo import DemoJob
 from rftlab.jobs.eval import EvalJob
+from rftlab.jobs.forecast import ForecastJob
 from rftlab.jobs.gsm8k import Gsm8kJob
 from rftlab.jobs.pretrain import PretrainJob
 from rftlab.jobs.reject import RejectJob
@@ -25,8 +26,8 @@ from rftlab.jobs.study import StudyJob
 from rftlab.jobs.world import WorldJob
 
 EXIT_BAD_INPUT = 2
-COMMANDS: tuple[type[Job], ...] = (WorldJob, Gsm8kJob, PretrainJob, SftJob, SampleJob, RejectJob, EvalJob, DemoJob,
-                                   StudyJob)  # fmt: skip
+COMMANDS: tuple[type[Job], ...] = (WorldJob, Gsm8kJob, PretrainJob, SftJob, SampleJob, RejectJob, EvalJob,
+                                   ForecastJob, DemoJob, StudyJob)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
