@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 from array import array
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,14 +53,7 @@ class Draws:
 
     def partitions(self, n: int) -> list[list[int]]:
         """Per problem, how many of its first n paths fall in each equation list (lists in order of appearance)."""
-        found = []
-        for codes in self.outcomes:
-            counts: dict[int, int] = {}
-            for code in codes[:n]:
-                if code >= 0:
-                    counts[code] = counts.get(code, 0) + 1
-            found.append(list(counts.values()))
-        return found
+        return [list(Counter(code for code in codes[:n] if code >= 0).values()) for codes in self.outcomes]
 
     def observed(self, k: int) -> dict[str, float] | None:
         """Coverage (%) and mean distinct correct paths over each problem's first k paths; None if one has fewer."""
