@@ -9,7 +9,8 @@ from conftest import CHAT, save_tiny_checkpoint, write_lines
 from rftlab.cli import main
 from rftlab.jobs.demo import DEFAULTS, DemoJob
 
-MICRO = dict(n_train=40, n_valid=10, n_test=12, preset="tiny", pretrain_tokens=20_000, epochs=2.0, k=2, eval_k=2)
+MICRO = dict(n_train=40, n_valid=10, n_test=12, preset="tiny", corpus_solved=2_000, pretrain_tokens=20_000, epochs=2.0,
+             k=2, eval_k=2)  # fmt: skip
 MODELS = {
     "sft": "sft",
     "rft": "rft",
@@ -34,6 +35,8 @@ def test_every_stage_writes_consistent_files(demo):
     assert (len(train), len(test), len(lines(out / "data" / "valid.jsonl"))) == (40, 12, 10)
     facts = {name: json.loads((out / folder / "rftlab.json").read_text()) for name, folder in MODELS.items()}
     assert json.loads((out / "base" / "rftlab.json").read_text())["complete"]
+    assert results["world"]["pretrain_solved"] == 2_000  # a base that has seen the task, fine-tuned gently:
+    assert {fact["settings"]["recipe"]["learning_rate"] for fact in facts.values()} == {3e-4}  # toy-finetune's
     assert all(
         fact["complete"] and fact["validation"]["best"] in fact["validation"]["curve"] for fact in facts.values()
     )
@@ -107,11 +110,14 @@ def test_a_demo_folder_of_other_settings_is_refused_and_overwrite_rebuilds_it(de
 
 def test_a_preset_family_fills_the_settings_left_unset_and_refuses_the_other_family_s():
     toy, real = DemoJob(), DemoJob(preset="smollm2", n_train=10)
-    assert (toy.epochs, toy.k, toy.select, toy.pretrain_tokens) == (20.0, 8, "accuracy", 3_000_000)
+    assert (toy.epochs, toy.k, toy.select, toy.pretrain_tokens) == (10.0, 8, "accuracy", 4_000_000)
     assert (real.n_train, real.epochs, real.select, real.eval_k, real.pretrain_tokens) == (10, 3.0, "loss", 0, None)
+    assert (toy.corpus_solved, toy.recipe(), DemoJob(corpus_solved=0).recipe()) == (16_000, "toy-finetune", "toy-sft")
+    assert (real.corpus_solved, real.recipe()) == (None, "smollm2")
     assert {key: getattr(toy, key) for key in DEFAULTS["toy"]} == DEFAULTS["toy"]
     assert DemoJob(preset="smollm2", n_test=0).n_test == 0  # all of GSM8K's test split
-    refused = [dict(model="base"), dict(preset="smollm2", pretrain_tokens=100), dict(n_test=0), dict(epochs=0.0),
+    refused = [dict(model="base"), dict(preset="smollm2", pretrain_tokens=100),
+               dict(preset="smollm2", corpus_solved=10), dict(corpus_solved=-1), dict(n_test=0), dict(epochs=0.0),
                dict(preset="smollm2", k=0)]  # fmt: skip
     for settings in refused:
         with pytest.raises(ValueError):

@@ -70,10 +70,9 @@ def run_demo(demo: Any) -> dict[str, Any]:
     data, samples = out / "data", out / "samples" / f"sft-k{demo.k}.jsonl"
     common = {"seed": demo.seed, "quiet": demo.quiet}
     gold, paths = data / "train.jsonl", out / "rft.jsonl"
-    recipe = "smollm2" if demo.real() else "toy-sft"
 
     def fine_tune(name: str, train_file: Path, **budget: Any) -> dict[str, Any]:
-        return SftJob(model=base, data=train_file, out=out / FOLDERS[name], recipe=recipe,
+        return SftJob(model=base, data=train_file, out=out / FOLDERS[name], recipe=demo.recipe(),
                       validation=data / "valid.jsonl", select=demo.select, eval_count=demo.eval_count, **budget,
                       **common).execute()  # fmt: skip
 
@@ -86,7 +85,8 @@ def run_demo(demo: Any) -> dict[str, Any]:
         made = stages.run("GSM8K subsets", lambda: _gsm8k_subsets(demo, data))
         base = stages.run("the base model", lambda: demo.model or str(cached_gguf()))
     else:
-        world = WorldJob(out=data, n_train=demo.n_train, n_valid=demo.n_valid, n_test=demo.n_test, seed=demo.seed)
+        world = WorldJob(out=data, n_train=demo.n_train, n_valid=demo.n_valid, n_test=demo.n_test, seed=demo.seed,
+                         corpus_solved=demo.corpus_solved)  # fmt: skip
         made = stages.run("toy world", lambda: _reuse(world.out / "toyworld.json", world.recorded()) or world.execute())
         base = str(out / "base")
         stages.run("pre-train the base", PretrainJob(corpus=data / "pretrain.txt", out=out / "base",

@@ -12,8 +12,8 @@ from rftlab.models import PRESETS
 REAL_PRESETS = ("smollm2",)
 """Presets that fine-tune a real pretrained model on GSM8K instead of a toy base on the toy world."""
 DEFAULTS = {
-    "toy": {"n_train": 400, "n_valid": 200, "n_test": 500, "pretrain_tokens": 3_000_000, "epochs": 20.0,
-            "eval_count": 10, "select": "accuracy", "k": 8, "eval_k": 4},
+    "toy": {"n_train": 500, "n_valid": 200, "n_test": 500, "corpus_solved": 16_000, "pretrain_tokens": 4_000_000,
+            "epochs": 10.0, "eval_count": 10, "select": "accuracy", "k": 8, "eval_k": 4},
     "smollm2": {"n_train": 64, "n_valid": 32, "n_test": 150, "epochs": 3.0, "eval_count": 3, "select": "loss",
                 "k": 4, "eval_k": 0},
 }  # fmt: skip
@@ -35,8 +35,9 @@ class DemoJob(Job):
         "report.md, with 95% intervals and whether RFT beats SFT beyond extra compute. Each model is its best "
         "checkpoint on a validation split within its budget. Every stage is kept under --out: a second run with the "
         "same settings reuses what exists, an interrupted run resumes; other settings over an existing --out are "
-        "refused (--overwrite rebuilds). Defaults: toy 400/200/500 problems, 20 epochs, k=8 (about 15 minutes on 2 "
-        "CPU cores); smollm2 64/32/150, 3 epochs, k=4, greedy test only (about 60)."
+        "refused (--overwrite rebuilds). Defaults: toy 500/200/500 problems, a base pre-trained on 4M tokens of a "
+        "corpus with 16,000 solved task questions, 10 epochs of gentle SFT (toy-finetune), k=8 (about 15 minutes on "
+        "2 CPU cores); smollm2 64/32/150, 3 epochs, k=4, greedy test only (about 60)."
     )
 
     out: Path = option(Path("runs/demo"), "output folder", kind=IO, writes="folder")
@@ -52,7 +53,10 @@ class DemoJob(Job):
                                  "checkpoint on them", within=AT_LEAST_ONE)  # fmt: skip
     n_test: int | None = option(None, "test problems (smollm2: the first N of GSM8K test; 0: all 1,319)",
                                 within=NON_NEGATIVE)  # fmt: skip
-    pretrain_tokens: int | None = option(None, "toy pre-training budget (default 3M)", within=AT_LEAST_ONE)
+    corpus_solved: int | None = option(None, "solved task questions (fresh problems) in the toy pre-training corpus: "
+                                       "a base that has seen the task, fine-tuned gently (recipe toy-finetune); "
+                                       "0: a base that has not (toy-sft)", within=NON_NEGATIVE)  # fmt: skip
+    pretrain_tokens: int | None = option(None, "toy pre-training budget", within=AT_LEAST_ONE)
     epochs: float | None = option(None, "SFT's budget in passes over the train problems; RFT gets as many over "
                                   "its data", within=POSITIVE)  # fmt: skip
     eval_count: int | None = option(None, "validation measurements over each model's budget (the best is kept)",
@@ -69,8 +73,10 @@ class DemoJob(Job):
     def __post_init__(self) -> None:
         if not self.real() and self.model is not None:
             raise ValueError("--model is the base of a real preset (--preset smollm2); toy presets pre-train theirs")
-        if self.real() and self.pretrain_tokens is not None:
-            raise ValueError("--pretrain-tokens is for toy presets: a real preset starts from a pretrained model")
+        for name in ("pretrain_tokens", "corpus_solved"):
+            if self.real() and getattr(self, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} is for toy presets: a real preset starts from a "
+                                 "pretrained model")  # fmt: skip
         for name, value in DEFAULTS[self.preset if self.real() else "toy"].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -81,6 +87,12 @@ class DemoJob(Job):
 
     def real(self) -> bool:
         return self.preset in REAL_PRESETS
+
+    def recipe(self) -> str:
+        """The fine-tuning recipe of every model the demo trains."""
+        if self.real():
+            return "smollm2"
+        return "toy-finetune" if self.corpus_solved else "toy-sft"
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the outputs, a real preset's base and data source included."""

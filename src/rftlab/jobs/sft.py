@@ -33,7 +33,8 @@ class SftJob(TrainingOptions):
     out: Path = option(help="checkpoint folder", kind=IO, metavar="CKPT", writes="checkpoint")
     tokens_of: Path | None = option(None, "budget: as many tokens as this checkpoint saw (a compute-matched "
                                     "control)", kind=IO, metavar="CKPT", exclusive="budget")  # fmt: skip
-    recipe: str | None = option(None, "settings to start from (default: toy-sft for toy checkpoints, else paper)",
+    recipe: str | None = option(None, "settings to start from (default: toy-sft for toy checkpoints, else paper; "
+                                "toy-finetune: a toy base that has seen the task)",
                                 choices=tuple(r for r in RECIPES if "pretrain" not in r))  # fmt: skip
     template: str | None = option(None, "prompt template (chat: the tokenizer's)", choices=TEMPLATE_CHOICES)
     max_length: int | None = option(None, "longest example in tokens", within=Range(2))
