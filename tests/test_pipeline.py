@@ -85,7 +85,8 @@ def test_report_has_the_table_the_plot_and_the_timings(demo):
 def test_a_second_run_reuses_every_stage(demo, capsys):
     out, results = demo
     argv = ["demo", "--out", str(out), "--quiet", "--n-train", "40", "--n-test", "12", "--preset", "tiny",
-            "--pretrain-tokens", "20000", "--epochs", "2", "--k", "2", "--eval-k", "2", "--n-valid", "10"]  # fmt: skip
+            "--pretrain-tokens", "20000", "--epochs", "2", "--k", "2", "--eval-k", "2", "--n-valid", "10",
+            "--corpus-solved", "2000"]  # fmt: skip
     assert main(argv) == 0
     again = json.loads((out / "results.json").read_text())
     assert {key: value for key, value in again.items() if key != "seconds"} == {
@@ -98,7 +99,7 @@ def test_a_second_run_reuses_every_stage(demo, capsys):
 def test_a_demo_folder_of_other_settings_is_refused_and_overwrite_rebuilds_it(demo, tmp_path, capsys):
     out, _ = demo
     argv = ["demo", "--out", str(out), "--quiet", "--n-train", "30", "--n-test", "12", "--preset", "tiny", "--n-valid",
-            "10"]  # fmt: skip
+            "10", "--corpus-solved", "2000"]  # fmt: skip
     assert main(argv) == 2
     assert f"{out / 'data'} holds data made with other settings (train 40, not 30)" in capsys.readouterr().err
     folder = tmp_path / "demo"
