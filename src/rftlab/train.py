@@ -102,14 +102,15 @@ def _peft() -> Any:
     return peft
 
 
+TOY_SFT = Recipe(3e-3, 16, 16, None, 3_000_000, 0.02, 0.1, 0.1, 256, "compact")
 RECIPES: dict[str, Recipe] = {
     # Paper §1.3: 3 epochs, global batch 128, peak lr 2e-5, 3% warm-up, cosine, no weight decay, 512 tokens.
     "paper": Recipe(2e-5, 128, 4, 3.0, None, 0.03, 0.0, 0.0, 512, "alpaca", bf16=True, save_every=500),
-    "toy-sft": Recipe(3e-3, 16, 16, None, 3_000_000, 0.02, 0.1, 0.1, 256, "compact"),
+    "toy-sft": TOY_SFT,
     # A toy base that has seen the task (solved questions in its corpus, `rftlab toyworld --corpus-solved`):
     # a tenth of pre-training's lr, as the paper fine-tunes far below pre-training's; toy-sft's 3e-3 undoes
     # what such a base knows (measured: 29% greedy validation accuracy before SFT, 2.5% after its first epoch).
-    "toy-finetune": Recipe(3e-4, 16, 16, None, 3_000_000, 0.02, 0.1, 0.1, 256, "compact"),
+    "toy-finetune": replace(TOY_SFT, learning_rate=3e-4),
     # SmolLM2-135M-Instruct on a GSM8K subset (the real-model demo): the paper's schedule (3 epochs, 3% warm-up,
     # cosine, no weight decay) with a batch of 16 so that a few hundred problems take tens of steps, and a peak lr
     # for a 135M model (chosen, not tuned); its chat template, which the model was instruction-tuned with.

@@ -36,8 +36,8 @@ class DemoJob(Job):
         "checkpoint on a validation split within its budget. Every stage is kept under --out: a second run with the "
         "same settings reuses what exists, an interrupted run resumes; other settings over an existing --out are "
         "refused (--overwrite rebuilds). Defaults: toy 500/200/500 problems, a base pre-trained on 4M tokens of a "
-        "corpus with 16,000 solved task questions, 10 epochs of gentle SFT (toy-finetune), k=8 (about 15 minutes on "
-        "2 CPU cores); smollm2 64/32/150, 3 epochs, k=4, greedy test only (about 60)."
+        "corpus with 16,000 solved task questions, 10 epochs of gentle SFT (toy-finetune), k=8 (9-11 minutes on 2 "
+        "CPU cores); smollm2 64/32/150, 3 epochs, k=4, greedy test only (about 60)."
     )
 
     out: Path = option(Path("runs/demo"), "output folder", kind=IO, writes="folder")
