@@ -130,11 +130,11 @@ def test_ctrl_c_stops_a_study_within_seconds_and_a_rerun_resumes(tmp_path):
     def default_sigint():  # a test run in the background starts its children with Ctrl-C ignored
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    child = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
-    for line in child.stderr:  # wait until the pre-training cell runs
-        if "pretrain" in line:
-            break
-    time.sleep(1.0)
+    child = subprocess.Popen(argv, stderr=subprocess.DEVNULL, preexec_fn=default_sigint)
+    started = tmp_path / "out" / "cells" / "pretrain"
+    deadline = time.monotonic() + 60
+    while not any(started.glob("*/model/rftlab.json")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the pre-training cell trains (past torch's import, where a Ctrl-C can crash it)
     child.send_signal(signal.SIGINT)
     start = time.perf_counter()
     status = child.wait(timeout=30)

@@ -60,7 +60,11 @@ class ReliableInterrupt:
     """Ctrl-C as a KeyboardInterrupt that is not lost, while the `with` block runs. Python raises it wherever the
     main thread is, and one raised inside a finaliser (`__del__`, run by the garbage collector) is dropped, so
     a long stage would go on: after a Ctrl-C, a watchdog thread raises it again every half second until the
-    block is left. Where Ctrl-C is ignored, or off the main thread, nothing changes."""
+    block is left. Leaving stops the watchdog first, and drops an interrupt it sent on its way out, so none
+    arrives after the block (where it would kill the process instead of ending it with status 130). Where
+    Ctrl-C is ignored, or off the main thread, nothing changes."""
+
+    repeat = 0.5  # seconds between the watchdog's raises
 
     def __init__(self) -> None:
         self.left = threading.Event()
@@ -68,7 +72,7 @@ class ReliableInterrupt:
         self.active = (
             self.previous is signal.default_int_handler and threading.current_thread() is threading.main_thread()
         )
-        self.watching = False
+        self.watchdog: threading.Thread | None = None
 
     def __enter__(self) -> ReliableInterrupt:
         if self.active:
@@ -77,17 +81,21 @@ class ReliableInterrupt:
 
     def __exit__(self, *exception: object) -> None:
         self.left.set()
-        if self.active:
+        if self.watchdog is not None:
+            self.watchdog.join()
+        if self.active:  # signal.signal first runs any pending interrupt's handler: ours, which drops it now
             signal.signal(signal.SIGINT, self.previous)
 
     def _handler(self, signum: int, frame: object) -> None:
-        if not self.watching:
-            self.watching = True
-            threading.Thread(target=self._watch, daemon=True).start()
+        if self.left.is_set():
+            return
+        if self.watchdog is None:
+            self.watchdog = threading.Thread(target=self._watch, daemon=True)
+            self.watchdog.start()
         raise KeyboardInterrupt
 
     def _watch(self) -> None:
-        while not self.left.wait(0.5):
+        while not self.left.wait(self.repeat):
             _thread.interrupt_main()
 
 
