@@ -186,6 +186,7 @@ def test_subsets_are_seeded_and_sized(micro):
         ({"experiments": {"k": {"k": [1], "sft_at_rft_tokens": [2]}}}, "k=2 is not in k"),
         ({"experiments": {}}, "name at least one"),
         ({"train": {"epochs": 1, "tokens": 5}}, "not both"),
+        ({"train": {"eval_count": 4}}, "train: eval_count needs a validation split"),
         ({"data": {"train": "t.jsonl", "test": "t.jsonl"}, "experiments": {"k": {"canonical": [2]}}}, "toy world"),
     ],
 )
@@ -356,3 +357,20 @@ def test_a_world_with_a_validation_split_makes_every_sft_and_rft_model_select_on
         assert argv[argv.index("--validation") + 1] == str(cell.job.validation)
     plain = build_plan(config(), tmp_path)
     assert all(cell.job.validation is None for cell in plain.cells.values() if cell.kind == "sft")
+
+
+def test_a_pretraining_seed_gives_every_study_seed_the_same_base():
+    def plan(seeds, pretrain):
+        return build_plan(parse_config({**MICRO, "seeds": seeds, "pretrain": pretrain}, "micro.yaml"), Path("c"))
+
+    def pretrain_cells(pretrain):
+        return sorted(cell.label for cell in plan([0, 1, 2], pretrain).cells.values() if cell.kind == "pretrain")
+
+    assert pretrain_cells({}) == ["a-s0", "a-s1", "a-s2", "b-s0", "b-s1", "b-s2"]
+    assert pretrain_cells({"seed": 7}) == ["a-s7", "b-s7"]
+    gold = [
+        cell
+        for cell in plan([0, 1], {"seed": 7}).cells.values()
+        if cell.kind == "sft" and cell.label.startswith("sft-b-")
+    ]
+    assert len({cell.inputs["base"].key for cell in gold}) == 1 and len({cell.key for cell in gold}) > 1

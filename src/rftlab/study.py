@@ -94,13 +94,16 @@ class StudyConfig:
 LAUNCHED = ("pretrain", "sft", "sample")  # the cells a `launch` prefix (accelerate, torchrun) can run
 _TOP_KEYS = {"name", "seeds", "data", "bases", "experiments", "pretrain", "train", "sample", "eval", "launch"}
 _SECTIONS: dict[str, tuple[type, set[str]]] = {
-    "pretrain": (PretrainJob, {"preset", "tokens", "epochs", "seed"}),
+    "pretrain": (PretrainJob, {"preset", "tokens", "epochs"}),  # its seed: one base for every study seed
     "train": (SftJob, {"seed"}),
     "sample": (SampleJob, {"k", "seed", "label", "shard"}),
     "eval": (EvalJob, {"seed"}),
 }
 """Each settings section's job, and the fields the study sets itself (the rest a study file may set)."""
-_PROBE = {"model": "model", "data": Path("data"), "out": Path("out"), "corpus": Path("corpus")}
+_PROBE = {"model": "model", "data": Path("data"), "out": Path("out"), "corpus": Path("corpus"),
+          "validation": Path("valid")}  # fmt: skip
+_SELECTION_KEYS = ("select", "eval_every", "eval_count")
+"""Training settings that need a validation split (the study gives one to every SFT and RFT cell where it has it)."""
 
 
 def load_config(path: Path) -> StudyConfig:
@@ -153,6 +156,7 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
     if len(set(names)) != len(names):
         raise StudyError(f"{where}: bases: names must be unique")
     data = _data(mapping.get("data"), f"{where}: data", folder)
+    _check_selection(options["train"], bases, data, where)
     seeds = tuple(integer(seed, f"{where}: seeds") for seed in _list(mapping.get("seeds", [0]), f"{where}: seeds"))
     if len(set(seeds)) != len(seeds):
         raise StudyError(f"{where}: seeds: each seed once, got {list(seeds)}")
@@ -168,6 +172,19 @@ def parse_config(raw: Any, source: str = "<study>", folder: Path = Path(".")) ->
     )
     parsed = parse_experiments(mapping.get("experiments"), config)
     return StudyConfig(**{**config.__dict__, "experiments": parsed})
+
+
+def has_validation(data: dict[str, Any]) -> bool:
+    """Whether the study's data holds a validation split: the toy world's n_valid, or a valid file."""
+    return data["toyworld"].get("n_valid", 0) > 0 if "toyworld" in data else "valid" in data
+
+
+def _check_selection(train: dict[str, Any], bases: tuple[Base, ...], data: dict[str, Any], where: str) -> None:
+    """Checkpoint-selection settings only where the data holds a validation split."""
+    held = has_validation(data)
+    for settings, at in [(train, f"{where}: train"), *((b.train, f"{where}: bases: {b.name}: train") for b in bases)]:
+        if not held and (key := next((key for key in _SELECTION_KEYS if key in settings), None)):
+            raise StudyError(f"{at}: {key} needs a validation split (data: toyworld: n_valid, or data: valid)")
 
 
 def _launch(value: Any, where: str) -> dict[str, tuple[str, ...]]:
@@ -296,9 +313,10 @@ class Planner:
                 "pretrain", name, base.model, model_fingerprint(base.model), {"model": base.model}
             )
         world = self.world()
+        settings = {"seed": self.seed, **self.config.pretrain}  # `pretrain: {seed: N}`: every seed fine-tunes one base
         job = PretrainJob(corpus=Path(world.output()) / "pretrain.txt", out=PLACEHOLDER, preset=base.preset,
-                          tokens=base.pretrain_tokens, seed=self.seed, **self.config.pretrain)  # fmt: skip
-        return self.plan.add("pretrain", _label(name, f"s{self.seed}"), job, {"data": world},
+                          tokens=base.pretrain_tokens, **settings)  # fmt: skip
+        return self.plan.add("pretrain", _label(name, f"s{job.seed}"), job, {"data": world},
                              self.launch(name, "pretrain"))  # fmt: skip
 
     def launch(self, base: str, kind: str) -> tuple[str, ...]:
@@ -312,9 +330,7 @@ class Planner:
     def validation(self) -> dict[str, Cell]:
         """The world as a training job's `validation` input when it has a validation split (the toy world's
         n_valid, or a valid file): every SFT and RFT model is then its best checkpoint on it."""
-        data = self.config.data
-        held = data["toyworld"].get("n_valid", 0) > 0 if "toyworld" in data else "valid" in data
-        return {"validation": self.world()} if held else {}
+        return {"validation": self.world()} if has_validation(self.config.data) else {}
 
     def subset(self, fraction: float) -> Cell | None:
         if fraction == 1:
