@@ -34,7 +34,8 @@ def test_every_stage_writes_consistent_files(demo):
     train, test = lines(out / "data" / "train.jsonl"), lines(out / "data" / "test.jsonl")
     assert (len(train), len(test), len(lines(out / "data" / "valid.jsonl"))) == (40, 12, 10)
     facts = {name: json.loads((out / folder / "rftlab.json").read_text()) for name, folder in MODELS.items()}
-    assert json.loads((out / "base" / "rftlab.json").read_text())["complete"]
+    base = json.loads((out / "base" / "rftlab.json").read_text())
+    assert base["complete"] and base["corpus_solved"] == 2_000  # what `rftlab sft`'s default recipe reads
     assert results["world"]["pretrain_solved"] == 2_000  # a base that has seen the task, fine-tuned gently:
     assert {fact["settings"]["recipe"]["learning_rate"] for fact in facts.values()} == {3e-4}  # toy-finetune's
     assert all(

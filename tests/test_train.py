@@ -27,6 +27,8 @@ from rftlab.train import (
     Lora,
     budget_arguments,
     corpus_documents,
+    corpus_solved,
+    default_recipe,
     packed_blocks,
     recipe_with,
     sft,
@@ -197,6 +199,32 @@ def test_pretraining_resumes_after_a_kill(tmp_path):
     a, b = (AutoModelForCausalLM.from_pretrained(folder).state_dict() for folder in (straight, killed))
     assert all(torch.allclose(a[name], b[name], atol=1e-6) for name in a)
     assert facts[0]["heldout_loss"] == pytest.approx(facts[1]["heldout_loss"], abs=1e-5)
+    assert facts[0]["corpus_solved"] is None  # not a toy world's corpus
+
+
+@pytest.mark.parametrize(
+    "metadata, recipe",
+    [
+        ({"settings": {"preset": "m"}, "corpus_solved": 16000}, "toy-finetune"),
+        ({"settings": {"preset": "m"}, "corpus_solved": 0}, "toy-sft"),
+        ({"settings": {"preset": "m"}, "corpus_solved": None}, "toy-sft"),
+        ({"settings": {"preset": "m"}}, "toy-sft"),  # a base pre-trained before corpus_solved was recorded
+        ({"settings": {"stage": "sft"}}, "paper"),
+    ],
+)
+def test_the_default_recipe_follows_what_the_base_saw(tmp_path, metadata, recipe):
+    (tmp_path / "rftlab.json").write_text(json.dumps({"format": "rftlab.checkpoint/1", **metadata}))
+    assert default_recipe(str(tmp_path)) == recipe
+
+
+def test_corpus_solved_is_read_from_the_world_beside_the_corpus(tmp_path):
+    corpus = tmp_path / "pretrain.txt"
+    corpus.write_text("Ann has 3.\n")
+    assert corpus_solved(corpus) is None
+    (tmp_path / "toyworld.json").write_text(json.dumps({"pretrain_solved": 2000}))
+    assert corpus_solved(corpus) == 2000
+    (tmp_path / "toyworld.json").write_text("{not json")
+    assert corpus_solved(corpus) is None
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(toy, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -423,6 +424,7 @@ def pretrain(
         "parameters": count_parameters(model),
         "non_embedding_parameters": count_parameters(model, non_embedding=True),
         "corpus_path": str(corpus),
+        "corpus_solved": corpus_solved(corpus),
         "settings": settings,
         "rftlab_version": __version__,
     }
@@ -441,9 +443,22 @@ def pretrain(
     )
 
 
+def corpus_solved(corpus: Path) -> int | None:
+    """The solved task questions in a toy world's corpus (its toyworld.json's `pretrain_solved`); None for a
+    corpus without one beside it."""
+    try:
+        return int(json.loads((corpus.parent / "toyworld.json").read_text(encoding="utf-8"))["pretrain_solved"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def default_recipe(model_name: str) -> str:
-    """`toy-sft` for rftlab's toy checkpoints, the paper's recipe for any other model."""
-    return "toy-sft" if read_metadata(model_name).get("settings", {}).get("preset") else "paper"
+    """The paper's recipe, but for rftlab's toy checkpoints: `toy-finetune` for a base whose corpus held solved
+    task questions (it has seen the task), else `toy-sft`."""
+    metadata = read_metadata(model_name)
+    if not metadata.get("settings", {}).get("preset"):
+        return "paper"
+    return "toy-finetune" if metadata.get("corpus_solved") else "toy-sft"
 
 
 def sft(

@@ -23,7 +23,8 @@ class SftJob(TrainingOptions):
     HELP = "supervised fine-tuning, loss on the response only"
     DESCRIPTION = (
         "Fine-tune a model on a problem file (GSM8K-style or RFT data) with the loss on the response and EOS only. "
-        "Toy checkpoints default to the toy recipe (budget 3M tokens), other models to the paper's (3 epochs, "
+        "Toy checkpoints default to a toy recipe (budget 3M tokens; lr 3e-4 for a base that has seen the task), other "
+        "models to the paper's (3 epochs, "
         "global batch 128, lr 2e-5, 3% warm-up, cosine). Resumes if interrupted. With --lora-r, trains LoRA "
         "adapters (PEFT) and saves the base with them merged in, a plain checkpoint, and the adapter in OUT/adapter."
     )
@@ -33,8 +34,8 @@ class SftJob(TrainingOptions):
     out: Path = option(help="checkpoint folder", kind=IO, metavar="CKPT", writes="checkpoint")
     tokens_of: Path | None = option(None, "budget: as many tokens as this checkpoint saw (a compute-matched "
                                     "control)", kind=IO, metavar="CKPT", exclusive="budget")  # fmt: skip
-    recipe: str | None = option(None, "settings to start from (default: toy-sft for toy checkpoints, else paper; "
-                                "toy-finetune: a toy base that has seen the task)",
+    recipe: str | None = option(None, "settings to start from (default: paper; for a toy base, toy-finetune if "
+                                "its corpus held solved task questions, else toy-sft)",
                                 choices=tuple(r for r in RECIPES if "pretrain" not in r))  # fmt: skip
     template: str | None = option(None, "prompt template (chat: the tokenizer's)", choices=TEMPLATE_CHOICES)
     max_length: int | None = option(None, "longest example in tokens", within=Range(2))
