@@ -1,7 +1,8 @@
 """Rejection sampling: correct, checked, distinct reasoning paths (the paper's Algorithm 1).
 
-A sampled path is *correct* when its final answer equals the gold answer, and *checked* when, in
-addition, every calculator annotation `<<lhs=rhs>>` checks (`calculator.check_equation`). Among the
+A sampled path is *correct* when its final answer equals the gold answer (the paper's rule, or math-verify's:
+`rftlab.verifiers`), and *checked* when, in addition, every calculator annotation `<<lhs=rhs>>` checks
+(`calculator.check_equation`; the check can be turned off). Among the
 checked paths of a problem, taken in sampling order (files in the order given, lines in file
 order), the first path of each equation key is kept; a later path with the same key replaces it
 when the sum of its character Levenshtein distances to the problem's *other* kept paths is larger
@@ -17,24 +18,26 @@ import os
 import re
 import sys
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
-from rftlab.answers import DEFAULT_EXTRACTOR, Extractor, get_extractor, same_number
+from rftlab.answers import DEFAULT_EXTRACTOR
 from rftlab.calculator import annotations, check_equation
 from rftlab.data import DataError, Problem, Progress, iter_samples
+from rftlab.verifiers import open_verifier
 
 STATS_FORMAT = "rftlab.reject-stats/1"
 _WHITESPACE_RE = re.compile(r"\s+")
 
 
-def equation_key(text: str) -> str | None:
-    """The de-duplication key of a path, or None when one of its annotations does not check."""
-    return _key_of_annotations(tuple(annotations(text)))
+def equation_key(text: str, check: bool = True) -> str | None:
+    """The de-duplication key of a path, or None when one of its annotations does not check (`check`)."""
+    found = tuple(annotations(text))
+    return _key_of_annotations(found) if check else _WHITESPACE_RE.sub("", "|".join(found))
 
 
 _check_cached = functools.lru_cache(maxsize=1 << 20)(check_equation)
@@ -136,6 +139,10 @@ class Rejection:
     selections: list[FarthestPaths | AllPaths]
     dedup: bool
     extractor: str
+    verifier: str = "paper"
+    check_calculator: bool = True
+    verifier_timeouts: int = 0
+    """Verdicts the verifier did not reach within its hard timeout (counted wrong)."""
     files: list[FileCounts] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)
     correct: list[int] = field(default_factory=list)
@@ -160,13 +167,16 @@ def reject(
     dedup: bool = True,
     extractor: str = DEFAULT_EXTRACTOR,
     first_k: int | None = None,
+    verifier: str = "paper",
+    check_calculator: bool = True,
     show_progress: bool | None = None,
 ) -> Rejection:
     """Selects the correct, checked (and, with `dedup`, distinct) paths of all sample files, pooled.
 
     `first_k` reads only the first k paths of each problem in each file (RFT with a smaller k from one
-    sampling run: paths are drawn independently, so a prefix is a k-sample). `show_progress=None` shows a
-    progress bar on stderr when it is a terminal.
+    sampling run: paths are drawn independently, so a prefix is a k-sample). `verifier` decides which answers
+    are right (`rftlab.verifiers`: the paper's, or math-verify); `check_calculator=False` keeps a correct path
+    whatever its annotations compute. `show_progress=None` shows a progress bar on stderr when it is a terminal.
     """
     if first_k is not None and first_k < 1:
         raise ValueError(f"first_k must be at least 1, got {first_k}")
@@ -177,6 +187,8 @@ def reject(
         [selector() for _ in problems],
         dedup,
         extractor,
+        verifier,
+        check_calculator,
         samples=[0] * n,
         correct=[0] * n,
         checked=[0] * n,
@@ -189,12 +201,11 @@ def reject(
     with tqdm(
         total=total_bytes, unit="B", unit_scale=True, desc="reject", file=sys.stderr,
         disable=None if show_progress is None else not show_progress,
-    ) as bar:  # fmt: skip
+    ) as bar, open_verifier(verifier, extractor) as judge:  # fmt: skip
         position = {problem.id: index for index, problem in enumerate(problems)}
         for file_index, path in enumerate(sample_paths):
-            result.files.append(
-                _read_sample_file(result, position, file_index, path, get_extractor(extractor), bar, first_k)
-            )
+            result.files.append(_read_sample_file(result, position, file_index, path, judge, bar, first_k))
+        result.verifier_timeouts = judge.timeouts
     return result
 
 
@@ -203,7 +214,7 @@ def _read_sample_file(
     position: dict[str, int],
     file_index: int,
     path: str | os.PathLike[str],
-    extract: Extractor,
+    judge: Callable[[str, str], bool],
     bar: Progress,
     first_k: int | None = None,
 ) -> FileCounts:
@@ -224,13 +235,13 @@ def _read_sample_file(
             continue
         counts.samples += 1
         samples[index] += 1
-        if not same_number(extract(sample.response), answers[index]):
+        if not judge(sample.response, answers[index]):
             continue
         counts.correct += 1
         correct[index] += 1
         if first_file[index] < 0:
             first_file[index], first_sample[index] = file_index, samples[index]
-        key = equation_key(sample.response)
+        key = equation_key(sample.response, result.check_calculator)
         if key is None:
             continue
         counts.checked += 1
@@ -281,6 +292,9 @@ def statistics(result: Rejection) -> dict[str, Any]:
     return {
         "format": STATS_FORMAT,
         "extractor": result.extractor,
+        "verifier": result.verifier,
+        "calculator_check": result.check_calculator,
+        "verifier_timeouts": result.verifier_timeouts,
         "dedup": result.dedup,
         "problems": n,
         "samples": sum(result.samples),
@@ -331,4 +345,8 @@ def summary(stats: dict[str, Any]) -> str:
         )
     histogram = ", ".join(f"{label}: {count}" for label, count in stats["solved_histogram"].items())
     lines.append(f"  {'times solved':<19} {histogram}")
+    if stats["verifier"] != "paper" or not stats["calculator_check"]:
+        unchecked = ", annotations not checked" if not stats["calculator_check"] else ""
+        lines.append(f"  {'verifier':<19} {stats['verifier']}{unchecked}; "
+                     f"{stats['verifier_timeouts']:,} verdict(s) cut off by the timeout (counted wrong)")  # fmt: skip
     return "\n".join(lines)

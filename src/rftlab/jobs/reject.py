@@ -8,6 +8,7 @@ from typing import Any
 
 from rftlab.answers import DEFAULT_EXTRACTOR, EXTRACTORS
 from rftlab.jobs.base import AT_LEAST_ONE, IO, RUNTIME, Job, option
+from rftlab.verifiers import VERIFIERS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,14 +34,23 @@ class RejectJob(Job):
     first_k: int | None = option(None, "use only the first K paths of each problem per file", metavar="K",
                                  within=AT_LEAST_ONE)  # fmt: skip
     extractor: str = option(DEFAULT_EXTRACTOR, "final-answer extractor", choices=tuple(sorted(EXTRACTORS)))
+    verifier: str = option("paper", "what makes an answer right: the paper's (the extracted number equals the gold) "
+                           "or math-verify's (symbolic, on the whole text, a hard timeout per verdict)",
+                           choices=VERIFIERS)  # fmt: skip
+    no_calculator_check: bool = option(False, "keep a path with the right answer whatever its <<lhs=rhs>> "
+                                       "annotations compute (the paper checks them)")  # fmt: skip
     quiet: bool = option(False, "no progress bar, no summary", kind=RUNTIME, short="-q")
+
+    def libraries(self) -> tuple[str, ...]:
+        return (*self.LIBRARIES, "math-verify") if self.verifier == "math-verify" else self.LIBRARIES
 
     def run(self) -> dict[str, Any]:
         from rftlab.data import read_problems, write_json, write_jsonl
         from rftlab.reject import reject, statistics
 
         result = reject(read_problems(self.train), self.samples, dedup=not self.no_dedup, extractor=self.extractor,
-                        first_k=self.first_k, show_progress=False if self.quiet else None)  # fmt: skip
+                        first_k=self.first_k, verifier=self.verifier, check_calculator=not self.no_calculator_check,
+                        show_progress=False if self.quiet else None)  # fmt: skip
         stats = statistics(result)
         lines = write_jsonl(self.out, result.records())
         if self.stats:
