@@ -19,15 +19,16 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
 from rftlab.answers import extract_gsm8k
 
+T = TypeVar("T")
 KEY_CONVENTIONS = (("query", "response"), ("question", "answer"))
 PROMPT_TEMPLATES = {
     # The paper's (Alpaca, no input): the response follows "### Response:" directly.
@@ -228,10 +229,18 @@ def _write_error_number(error: Exception, path: Path) -> int | None:
 def _create_beside(target: Path) -> tuple[int, str]:
     """A new file of a name no other file has, in `target`'s folder, named for this process: its descriptor and
     path."""
+
+    def create(temporary: str) -> tuple[int, str]:
+        return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+
+    return _fresh_beside(target, create)
+
+
+def _fresh_beside(target: Path, make: Callable[[str], T]) -> T:
+    """`make(name)` for a temporary name beside `target`, drawn again while `make` finds it taken."""
     while True:
         try:
-            temporary = _temporary_name(target)
-            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+            return make(_temporary_name(target))
         except FileExistsError:
             continue
 
@@ -258,13 +267,13 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _make_folder_beside(target: Path) -> Path:
-    while True:
-        try:
-            temporary = Path(_temporary_name(target))
-            temporary.mkdir(0o777)
-            return temporary
-        except FileExistsError:
-            continue
+    """A new, empty folder of a name no other file has, in `target`'s folder."""
+
+    def make(temporary: str) -> Path:
+        Path(temporary).mkdir(0o777)
+        return Path(temporary)
+
+    return _fresh_beside(target, make)
 
 
 def _put_in_place(folder: Path, target: Path) -> None:
