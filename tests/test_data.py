@@ -1,9 +1,10 @@
 import json
+import os
 
 import pytest
 
 from conftest import write_lines
-from rftlab.data import DataError, atomic_writer, iter_samples, read_problems, write_jsonl
+from rftlab.data import DataError, atomic_folder, atomic_writer, iter_samples, read_problems, write_jsonl
 
 
 def test_reads_both_key_conventions_and_default_ids(tmp_path):
@@ -107,3 +108,16 @@ def test_atomic_writes_honour_the_umask_without_changing_it(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_an_atomic_folder_replaces_a_folder_whole_and_a_failure_leaves_it_as_it_was(tmp_path):
+    target = tmp_path / "world"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(target) as folder:
+        (folder / "new.txt").write_text("half")
+        raise RuntimeError("killed part-way")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_folder(target) as folder:
+        (folder / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"] and sorted(os.listdir(tmp_path)) == ["world"]
