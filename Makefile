@@ -25,7 +25,7 @@ demo-smollm2: $(STAMP)
 	$(BIN)/rftlab demo --preset smollm2 --gsm8k $(GSM8K) --out runs/demo-smollm2
 
 study: $(STAMP)
-	$(BIN)/rftlab study studies/quick.yaml
+	$(BIN)/rftlab study studies/quick.yaml --jobs 2
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

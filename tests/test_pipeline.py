@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from conftest import CHAT, save_tiny_checkpoint, write_lines
+from rftlab import pipeline
 from rftlab.cli import main
 from rftlab.jobs.demo import DEFAULTS, DemoJob
 
@@ -165,3 +166,21 @@ def test_the_real_preset_refuses_a_folder_of_other_gsm8k_subsets(real, capsys):
     argv = ["demo", "--out", str(out), "--quiet", *DemoJob(**{**settings, "n_train": 10}).argv()[1:]]
     assert main(argv) == 2
     assert "holds data made with other settings (sizes [12, 4, 0], not [10, 4, 0])" in capsys.readouterr().err
+
+
+class Stop(Exception):
+    """Ends a demo at its first stage."""
+
+
+def test_overwrite_of_a_real_preset_s_demo_keeps_an_out_base_it_never_wrote(tmp_path, monkeypatch):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "mine.txt").write_text("the user's")
+    (tmp_path / "results.json").write_text("{}")
+
+    def stop(self, name, work):
+        raise Stop(name)
+
+    monkeypatch.setattr(pipeline.Stages, "run", stop)
+    with pytest.raises(Stop):
+        pipeline.run_demo(DemoJob(out=tmp_path, preset="smollm2", overwrite=True, quiet=True))
+    assert (tmp_path / "base" / "mine.txt").exists() and not (tmp_path / "results.json").exists()

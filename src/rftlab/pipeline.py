@@ -63,8 +63,8 @@ def run_demo(demo: Any) -> dict[str, Any]:
     from rftlab.report import write_demo_report
 
     out = demo.out
-    if demo.overwrite:
-        for name in OUTPUTS:
+    if demo.overwrite:  # what this demo writes: a real preset's base is given, never out/base
+        for name in (n for n in OUTPUTS if not (demo.real() and n == "base")):
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     data, samples = out / "data", out / "samples" / f"sft-k{demo.k}.jsonl"
