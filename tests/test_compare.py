@@ -47,4 +47,4 @@ def test_verdict_needs_both_controls_beaten():
     assert verdict(contrasts)["status"] == "undecided"
     assert verdict({**contrasts, "rft - sft_at_rft_tokens": above})["status"] == "supported"
     with pytest.raises(ValueError, match="no outcomes for rft_at_sft_tokens"):
-        compare({name: [[1.0]] for name in MODELS[:3]})
+        compare({name: [[1.0]] for name in list(MODELS)[:3]})

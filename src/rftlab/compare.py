@@ -15,7 +15,9 @@ from typing import Any
 
 from rftlab.data import iter_jsonl
 
-MODELS = ("sft", "rft", "sft_at_rft_tokens", "rft_at_sft_tokens")
+MODELS = {"sft": "SFT", "rft": "RFT", "sft_at_rft_tokens": "SFT at RFT's tokens",
+          "rft_at_sft_tokens": "RFT at SFT's tokens"}  # fmt: skip
+"""The demo's four models: their results.json keys and the names its report gives them."""
 CONTRASTS = (("rft", "sft"), ("rft", "sft_at_rft_tokens"), ("rft_at_sft_tokens", "sft"))
 """RFT against SFT at its best epoch and at RFT's tokens; RFT's data against the gold data at SFT's tokens."""
 LEVEL = 0.95

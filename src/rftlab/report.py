@@ -19,15 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rftlab.compare import MODELS
 from rftlab.data import atomic_writer, iter_jsonl, write_json
 
 if TYPE_CHECKING:
     from rftlab.experiments.display import Block
-
-
-LABELS = {"sft": "SFT", "rft": "RFT", "sft_at_rft_tokens": "SFT at RFT's tokens",
-          "rft_at_sft_tokens": "RFT at SFT's tokens"}  # fmt: skip
-"""The demo's four models as its report names them (results.json keys them by `rftlab.compare.MODELS`)."""
 
 
 def _accuracy_by_steps(out: Path, name: str) -> dict[int, float]:
@@ -53,7 +49,7 @@ def demo_table(results: dict[str, Any]) -> str:
         f"| model | training data | tokens (epochs) | kept: epoch, valid. | maj1@1 (95% CI) |{sampled}",
         "|---|---|---|---|---|" + "---|---|" * bool(k),
     ]
-    for name, label in LABELS.items():
+    for name, label in MODELS.items():
         model = results[name]
         low, high = model["maj1@1_ci95"]
         data = f"{config['n_train']:,} problems" if name.startswith("sft") else f"{model['examples']:,} paths"
@@ -67,7 +63,7 @@ def demo_table(results: dict[str, Any]) -> str:
     for key, contrast in results["contrasts"].items():
         a, b = key.split(" - ")
         low, high = contrast["ci95"]
-        rows.append(f"| {LABELS[a]} - {LABELS[b]} | {contrast['difference']:+.1f} | {low:+.1f} to {high:+.1f} |")
+        rows.append(f"| {MODELS[a]} - {MODELS[b]} | {contrast['difference']:+.1f} | {low:+.1f} to {high:+.1f} |")
     rows += [
         "",
         f"**{results['verdict']['status']}**: {results['verdict']['text']}",
@@ -109,7 +105,7 @@ def _plot_accuracy(out: Path, results: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     figure, (bars, lines) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     steps: set[int] = set()
-    for position, (name, label) in enumerate(LABELS.items()):
+    for position, (name, label) in enumerate(MODELS.items()):
         model = results[name]
         low, high = model["maj1@1_ci95"]
         bars.bar(position, model["maj1@1"], yerr=[[model["maj1@1"] - low], [high - model["maj1@1"]]], capsize=4)
@@ -117,7 +113,7 @@ def _plot_accuracy(out: Path, results: dict[str, Any], path: Path) -> None:
         by_steps = _accuracy_by_steps(out, name)
         steps |= set(by_steps)
         lines.plot(list(by_steps), list(by_steps.values()), marker="o", label=label)
-    bars.set_xticks(range(len(LABELS)), [label.replace(" at ", "\nat ") for label in LABELS.values()], fontsize=8)
+    bars.set_xticks(range(len(MODELS)), [label.replace(" at ", "\nat ") for label in MODELS.values()], fontsize=8)
     bars.set_ylabel("greedy test accuracy, maj1@1 (%), 95% CI")
     bars.set_ylim(0, 105)
     bars.set_title("RFT and SFT, compute-matched")
@@ -137,7 +133,7 @@ def _plot_validation(results: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4), layout="constrained")
     metric = _metric(results["sft"])
     scale = 100 if metric == "accuracy" else 1
-    for name, label in LABELS.items():
+    for name, label in MODELS.items():
         curve, kept = results[name]["validation_curve"], results[name]["kept"]
         line = axes.plot([p["epoch"] for p in curve], [scale * p[metric] for p in curve], label=label)[0]
         axes.plot([kept["epoch"]], [scale * kept[metric]], marker="*", markersize=11, color=line.get_color())
