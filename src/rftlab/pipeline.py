@@ -33,9 +33,9 @@ from rftlab.smollm2 import cached_gguf
 T = TypeVar("T")
 FOLDERS = {name: name.replace("_", "-") for name in MODELS}
 """Each model's checkpoint folder under the demo's."""
-OUTPUTS = ("data", "base", *FOLDERS.values(), "samples", "eval", "rft.jsonl", "reject-stats.json", "results.json",
+OUTPUTS = ("data", *FOLDERS.values(), "samples", "eval", "rft.jsonl", "reject-stats.json", "results.json",
            "report.md", "accuracy.png", "validation.png")  # fmt: skip
-"""What the demo writes under its folder (and `--overwrite` removes)."""
+"""What every demo writes under its folder (and `--overwrite` removes); a toy preset's also `base`."""
 
 
 class Stages:
@@ -63,8 +63,8 @@ def run_demo(demo: Any) -> dict[str, Any]:
     from rftlab.report import write_demo_report
 
     out = demo.out
-    if demo.overwrite:  # what this demo writes: a real preset's base is given, never out/base
-        for name in (n for n in OUTPUTS if not (demo.real() and n == "base")):
+    if demo.overwrite:
+        for name in OUTPUTS if demo.real() else (*OUTPUTS, "base"):  # a real preset's base is given, not written
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     data, samples = out / "data", out / "samples" / f"sft-k{demo.k}.jsonl"

@@ -36,17 +36,16 @@ _WHITESPACE_RE = re.compile(r"\s+")
 
 def equation_key(text: str, check: bool = True) -> str | None:
     """The de-duplication key of a path, or None when one of its annotations does not check (`check`)."""
-    found = tuple(annotations(text))
-    return _key_of_annotations(found) if check else _WHITESPACE_RE.sub("", "|".join(found))
+    return _key_of_annotations(tuple(annotations(text)), check)
 
 
 _check_cached = functools.lru_cache(maxsize=1 << 20)(check_equation)
 
 
 @functools.lru_cache(maxsize=1 << 20)
-def _key_of_annotations(found: tuple[str, ...]) -> str | None:
+def _key_of_annotations(found: tuple[str, ...], check: bool) -> str | None:
     """Paths share equation lists (and equations) far more often than not: both checks are cached."""
-    if not all(_check_cached(equation) for equation in found):
+    if check and not all(_check_cached(equation) for equation in found):
         return None
     return _WHITESPACE_RE.sub("", "|".join(found))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rftlab import __version__
-from rftlab.data import Problem, read_problems, write_errors_named
+from rftlab.data import Problem, read_json, read_problems, write_errors_named
 from rftlab.models import (
     MOST_CHARACTERS_A_TOKEN,
     char_tokenizer,
@@ -447,8 +446,8 @@ def corpus_solved(corpus: Path) -> int | None:
     """The solved task questions in a toy world's corpus (its toyworld.json's `pretrain_solved`); None for a
     corpus without one beside it."""
     try:
-        return int(json.loads((corpus.parent / "toyworld.json").read_text(encoding="utf-8"))["pretrain_solved"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_json(corpus.parent / "toyworld.json")["pretrain_solved"])
+    except (ValueError, KeyError, TypeError):  # DataError (absent, unreadable) is a ValueError
         return None
 
 

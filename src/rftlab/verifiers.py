@@ -5,18 +5,19 @@
   symbolically. Its parser runs in a worker process, one verdict at a time under a hard timeout: a parse that
   hangs (the field's known failure) is killed with its process and counts as wrong; a fresh worker takes over.
 
-Pure Python here; math-verify (with sympy) is imported in the worker only.
+Pure Python here; multiprocessing is imported when a math-verify verifier opens (not on the command line's
+start-up path), math-verify (with sympy) in the worker only.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
-import multiprocessing
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rftlab.answers import get_extractor, same_number
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 VERIFIERS = ("paper", "math-verify")
 HARD_TIMEOUT = 5.0
@@ -25,6 +26,8 @@ HARD_TIMEOUT = 5.0
 
 def _math_verify_worker(connection: Connection) -> None:
     """Verdicts for (gold, completion) pairs received on `connection`, until it closes."""
+    import logging
+
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # not a warning a verdict that its timeouts are off
@@ -52,6 +55,8 @@ class MathVerify:
             raise ModuleNotFoundError("the math-verify verifier needs math-verify: pip install 'rftlab[verify]'")
         self.timeout = timeout
         self.timeouts = 0
+        import multiprocessing
+
         self._context = multiprocessing.get_context("spawn")  # no fork of a parent that may hold torch's threads
         self._process: Any = None
         self._connection: Connection | None = None
