@@ -6,6 +6,7 @@ import pytest
 
 from rftlab.cli import COMMANDS, build_parser
 from rftlab.jobs.base import check_settings, from_namespace
+from rftlab.jobs.checkers import CheckersJob
 from rftlab.jobs.eval import EvalJob
 from rftlab.jobs.forecast import ForecastJob
 from rftlab.jobs.reject import RejectJob
@@ -42,6 +43,7 @@ EXAMPLES = [
     EvalJob(samples=(Path("a.jsonl"), Path("b.jsonl")), data=Path("t"), out=Path("e.json"), k=2),
     EvalJob(model="m", data=Path("t"), out=Path("e.json"), shots=8, shots_from=Path("train.jsonl")),
     ForecastJob(samples=(Path("a.jsonl"),), train=Path("t"), k=(32, 100), fit_k=8, out=Path("f.json"), level=0.9),
+    CheckersJob(world=Path("w"), samples=(Path("a.jsonl"),), gsm8k=Path("g.jsonl"), n_gsm8k=50, checkers=("paper",)),
     StudyJob(config=Path("s.yaml"), jobs=2, devices=("0", "1"), dry_run=True),
 ]
 
@@ -54,7 +56,7 @@ def test_argv_parses_back_to_the_same_job(job):
 
 def test_every_command_is_a_job_and_floats_keep_every_digit():
     assert [job.COMMAND for job in COMMANDS] == ["toyworld", "gsm8k", "pretrain", "sft", "sample", "reject", "eval",
-                                                 "forecast", "demo", "study"]  # fmt: skip
+                                                 "forecast", "checkers", "demo", "study"]  # fmt: skip
     argv = EXAMPLES[1].argv()
     assert float(argv[argv.index("--lr") + 1]) == 1e-5 / 3
 

@@ -11,6 +11,7 @@ from rftlab.scaling import (
     bootstrap_contrast,
     bootstrap_difference,
     bootstrap_fit,
+    bootstrap_gain_fit,
     describe_fit,
     gain_fit,
     linear_fit,
@@ -277,3 +278,18 @@ def test_results_serialise_to_json() -> None:
     data = json.loads(json.dumps(comparison.to_dict()))
     assert data["better"] in {"loss", "size"}
     assert set(data["loss_fit"]) >= {"slope", "intercept", "r", "r2", "n", "slope_ci", "intercept_ci", "p_value"}
+
+
+def test_bootstrap_gain_fit_pairs_each_base_and_its_rft_model_in_every_resample():
+    rng = np.random.default_rng(0)
+    rates = [(0.2, 0.4), (0.4, 0.44), (0.6, 0.62)]  # weaker bases gain more: 20, 4 and 2 points, not in a line
+    sft = np.stack([(rng.random((3, 2000)) < s).astype(float) for s, _ in rates])
+    rft = np.stack([(rng.random((3, 2000)) < r).astype(float) for _, r in rates])
+    boot = bootstrap_gain_fit(sft, rft, resamples=500)
+    assert boot.fit.slope == pytest.approx(gain_fit(100 * sft.mean(axis=(1, 2)), 100 * rft.mean(axis=(1, 2))).slope)
+    assert boot.slope_low < boot.fit.slope < boot.slope_high < 0  # decided by the test problems, not by n = 3
+    assert boot.fit.slope_ci[1] > 0  # which the t interval over three bases cannot do
+    flat = bootstrap_gain_fit(sft, sft, resamples=200)
+    assert flat.fit.slope == 0 and flat.slope_low == flat.slope_high == 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        bootstrap_gain_fit(sft, rft[:2])

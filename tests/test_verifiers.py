@@ -24,10 +24,20 @@ def test_math_verify_compares_symbolically_where_the_paper_compares_numbers():
 
 def test_a_verdict_that_hangs_is_cut_off_counted_wrong_and_the_next_one_gets_a_fresh_worker():
     with MathVerify(timeout=1.0) as math_verify:
+        assert math_verify("#### 18", "18") is True  # the worker has started: its start-up is not a verdict's time
         start = time.perf_counter()
         assert math_verify(HANGS, "3") is False
         assert time.perf_counter() - start < 5 and math_verify.timeouts == 1
         assert math_verify("#### 18", "18") is True
+
+
+def test_a_worker_that_dies_costs_one_verdict_and_is_replaced():
+    with MathVerify() as math_verify:
+        assert math_verify("#### 18", "18") is True
+        math_verify._process.kill()
+        math_verify._process.join()
+        assert math_verify("#### 18", "18") is False and math_verify.timeouts == 1
+        assert math_verify("#### 18", "18") is True and math_verify.timeouts == 1
 
 
 def test_open_verifier_refuses_an_unknown_name_and_a_timeout_that_is_not_positive():

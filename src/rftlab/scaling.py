@@ -296,6 +296,25 @@ def bootstrap_difference(
     return bootstrap_contrast(np.stack([first, second]), [1.0, -1.0], resamples=resamples, level=level, seed=seed)
 
 
+def bootstrap_gain_fit(
+    sft_scores: ArrayLike, rft_scores: ArrayLike, *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> BootstrapFit:
+    """`gain_fit` with a percentile bootstrap interval on its slope: `sft_scores` and `rft_scores` are (bases,
+    seeds, problems), every model scored on the same test problems. Each resample draws seeds and problems once
+    for all models and refits the gains against the resampled SFT accuracies (both sides carry the noise)."""
+    _check_level(level)
+    sft, rft = _score_stack(sft_scores), _score_stack(rft_scores)
+    if sft.shape != rft.shape:
+        raise ValueError(f"sft and rft scores differ in shape ({sft.shape} != {rft.shape})")
+    fit = gain_fit(100 * sft.mean(axis=(1, 2)), 100 * rft.mean(axis=(1, 2)))
+    means = 100 * _resampled_means(np.concatenate([sft, rft]), resamples, seed)
+    x, gains = means[:, : len(sft)], means[:, len(sft) :] - means[:, : len(sft)]
+    x_centred = x - x.mean(axis=1, keepdims=True)
+    slopes = (x_centred * (gains - gains.mean(axis=1, keepdims=True))).sum(axis=1) / (x_centred**2).sum(axis=1)
+    low, high = _percentiles(slopes, level)
+    return BootstrapFit(fit, low, high, resamples, level)
+
+
 def describe_fit(fit: LinearFit, x_name: str, y_name: str, unit: str, *, digits: int = 1) -> str:
     """One sentence from the fit's numbers, e.g. "accuracy rises 6.2 points per doubling of data
     (slope 95% CI 5.1 to 7.3; R² = 0.97, n = 6)"."""

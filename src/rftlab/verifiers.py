@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 VERIFIERS = ("paper", "math-verify")
 HARD_TIMEOUT = 5.0
 """Seconds one math-verify verdict may take before its worker is killed (math-verify's own default is 5)."""
+STARTUP_TIMEOUT = 300.0
+"""Seconds a worker may take to import math-verify and give a first verdict (not counted in a verdict's time)."""
 
 
 def _math_verify_worker(connection: Connection) -> None:
@@ -31,6 +33,8 @@ def _math_verify_worker(connection: Connection) -> None:
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # not a warning a verdict that its timeouts are off
+    verify(parse("$1$", parsing_timeout=None), parse("#### 1", parsing_timeout=None), timeout_seconds=None)
+    connection.send("ready")  # imported and warmed up (the first verdict builds math-verify's parsers)
     while True:
         try:
             gold, completion = connection.recv()
@@ -46,7 +50,8 @@ def _math_verify_worker(connection: Connection) -> None:
 
 class MathVerify:
     """math-verify's verdicts from a worker process, each within `timeout` seconds (else wrong, worker replaced).
-    Use as a context manager; `timeouts` counts the verdicts cut off."""
+    The clock starts once the worker has imported math-verify. Use as a context manager; `timeouts` counts the
+    verdicts cut off (by the timeout, or by a worker that died)."""
 
     def __init__(self, timeout: float = HARD_TIMEOUT) -> None:
         if timeout <= 0:
@@ -69,9 +74,12 @@ class MathVerify:
 
     def __call__(self, completion: str, gold: str) -> bool:
         connection = self._worker()
-        connection.send((gold, completion))
-        if connection.poll(self.timeout):
-            return bool(connection.recv())
+        try:
+            connection.send((gold, completion))
+            if connection.poll(self.timeout):
+                return bool(connection.recv())
+        except (EOFError, OSError):  # the worker died (e.g. out of memory): the verdict is cut off as by the clock
+            pass
         self.timeouts += 1
         self._stop()
         return False
@@ -83,6 +91,9 @@ class MathVerify:
             self._process.start()
             child.close()
             self._connection = parent
+            if not parent.poll(STARTUP_TIMEOUT) or parent.recv() != "ready":
+                self._stop()
+                raise RuntimeError(f"math-verify's worker did not start within {STARTUP_TIMEOUT:g} s")
         return self._connection
 
     def _stop(self) -> None:

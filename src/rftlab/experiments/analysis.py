@@ -255,7 +255,7 @@ def absent(name: str, spec: Any) -> Untested:
 # Statistics -------------------------------------------------------------------------------------
 
 
-def _scores(models: list[Model]) -> np.ndarray | None:
+def score_stack(models: list[Model]) -> np.ndarray | None:
     """(models, seeds, problems) scores on the seeds all models share (else their seed means); None when a
     model has no per-problem scores or the models were tested on different numbers of problems."""
     if any(m.correct is None for m in models):
@@ -271,7 +271,7 @@ def _scores(models: list[Model]) -> np.ndarray | None:
 
 def difference(a: Model, b: Model) -> Json:
     """Accuracy of a minus b in points, with a paired bootstrap interval."""
-    scores = _scores([a, b])
+    scores = score_stack([a, b])
     if scores is None:
         return {"value": a.accuracy - b.accuracy, "ci": None}
     value, low, high = bootstrap_difference(scores[0], scores[1], resamples=RESAMPLES, seed=SEED)
@@ -279,7 +279,7 @@ def difference(a: Model, b: Model) -> Json:
 
 
 def contrast(models: list[Model], weights: list[float]) -> Json:
-    scores = _scores(models)
+    scores = score_stack(models)
     if scores is None:
         return {"value": float(np.dot(weights, [m.accuracy for m in models])), "ci": None}
     value, low, high = bootstrap_contrast(scores, weights, resamples=RESAMPLES, seed=SEED)
@@ -297,7 +297,7 @@ def fit(x: list[float], models: list[Model]) -> Json | None:
         return {"n": 2, "slope": slope, "intercept": y[0] - slope * x[0], "r": None, "r2": None, "p_value": None,
                 "slope_ci": None, "slope_ci_t": None}  # fmt: skip
     line = linear_fit(x, y, level=LEVEL)
-    scores = _scores(models)
+    scores = score_stack(models)
     ci = None
     if scores is not None:
         boot = bootstrap_fit(x, scores, resamples=RESAMPLES, level=LEVEL, seed=SEED)

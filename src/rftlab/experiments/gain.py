@@ -13,7 +13,7 @@ import rftlab.experiments.analysis as a
 import rftlab.experiments.display as d
 import rftlab.experiments.union as union
 from rftlab.experiments.base import Config, Json, Planner
-from rftlab.scaling import gain_fit
+from rftlab.scaling import bootstrap_gain_fit, gain_fit
 
 NAME, SECTION = "gain", 5
 KEYS = None
@@ -57,21 +57,31 @@ def analyse(models: list[a.Model], context: a.Context) -> Result | a.Untested:
     k = _k(context.experiments)
     if k is None:
         return a.Untested("the study has neither a union nor a k experiment with de-duplicated RFT")
-    points = []
+    points, pairs = [], []
     for base in context.base_names:
         sft, rft = a.sft(models, None, base), a.own_rft(models, None, base, k=k)
         if sft and rft:
             points.append({"base": base, "sft": sft.accuracy, "rft": rft[0].accuracy,
                            "gain": a.difference(rft[0], sft)})  # fmt: skip
+            pairs.append((sft, rft[0]))
     if not points:
         return a.Untested(f"no base has both SFT and own-samples RFT at k={k}")
-    sft_accuracy, rft_accuracy = [p["sft"] for p in points], [p["rft"] for p in points]
-    fit = None
-    if len(points) >= 3 and min(sft_accuracy) < max(sft_accuracy):
-        result = gain_fit(sft_accuracy, rft_accuracy)
-        fit = {"n": result.n, "slope": result.slope, "intercept": result.intercept, "r": result.r, "r2": result.r2,
-               "p_value": result.p_value, "slope_ci": None, "slope_ci_t": list(result.slope_ci)}  # fmt: skip
+    sft_accuracy = [p["sft"] for p in points]
+    fit = _fit(pairs) if len(points) >= 3 and min(sft_accuracy) < max(sft_accuracy) else None
     return Result(k, points, fit)
+
+
+def _fit(pairs: list[tuple[a.Model, a.Model]]) -> Json:
+    """The gain against SFT accuracy: OLS with its t interval, and the bootstrap interval over seeds and test
+    problems where every model has per-problem scores on the same problems."""
+    result = gain_fit([sft.accuracy for sft, _ in pairs], [rft.accuracy for _, rft in pairs])
+    scores = a.score_stack([model for pair in pairs for model in pair])
+    ci = None
+    if scores is not None:
+        boot = bootstrap_gain_fit(scores[0::2], scores[1::2], resamples=a.RESAMPLES, level=a.LEVEL, seed=a.SEED)
+        ci = [boot.slope_low, boot.slope_high]
+    return {"n": result.n, "slope": result.slope, "intercept": result.intercept, "r": result.r, "r2": result.r2,
+            "p_value": result.p_value, "slope_ci": ci, "slope_ci_t": list(result.slope_ci)}  # fmt: skip
 
 
 def findings(gain: Result | a.Untested, results: dict[str, Any]) -> list[Json]:
@@ -84,12 +94,8 @@ def findings(gain: Result | a.Untested, results: dict[str, Any]) -> list[Json]:
     if fit is None:
         sentences.append(f"{len(gain.points)} base(s): a fit needs 3 with different SFT accuracies.")
         return [a.finding(4, claim, a.TOO_FEW, sentences)]
-    trend = "falls" if fit["slope"] < 0 else "rises" if fit["slope"] > 0 else "is flat:"
-    sentences.append(
-        f"The gain {trend} {abs(fit['slope']):.2f} points per point of SFT accuracy (slope "
-        f"{a.ci_text(fit['slope_ci_t'], digits=2)} by t; r = {fit['r']:+.2f}, n = {fit['n']})."
-    )
-    return [a.finding(4, claim, a.verdict(fit["slope"], [fit["slope_ci_t"]], -1), sentences)]
+    sentences.append(a.fit_text(fit, "The gain", "point of SFT accuracy", digits=2) + ".")
+    return [a.finding(4, claim, a.fit_verdict(fit, -1), sentences)]
 
 
 def blocks(gain: Result | a.Untested, figures: dict[str, bytes]) -> list[d.Block]:
