@@ -12,10 +12,11 @@ from rftlab.checkers import (
     rates,
     toy_corpus,
     toy_kind,
+    world_problems,
 )
 from rftlab.cli import main
 from rftlab.data import DataError, Problem
-from rftlab.toyworld import WorldConfig, distinct_solutions, world_problems, write_toyworld
+from rftlab.toyworld import WorldConfig, distinct_solutions, write_toyworld
 
 THREE_PEOPLE = WorldConfig(people=(3,), cost_share=0.0)
 

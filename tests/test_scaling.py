@@ -10,6 +10,7 @@ from rftlab.scaling import (
     bootstrap_ci,
     bootstrap_contrast,
     bootstrap_difference,
+    bootstrap_extrapolation,
     bootstrap_fit,
     bootstrap_gain_fit,
     describe_fit,
@@ -293,3 +294,14 @@ def test_bootstrap_gain_fit_pairs_each_base_and_its_rft_model_in_every_resample(
     assert flat.fit.slope == 0 and flat.slope_low == flat.slope_high == 0
     with pytest.raises(ValueError, match="differ in shape"):
         bootstrap_gain_fit(sft, rft[:2])
+
+
+def test_bootstrap_extrapolation_reads_the_paired_line_beyond_its_points():
+    rng = np.random.default_rng(1)
+    scores = np.stack([(rng.random((2, 3000)) < p).astype(float) for p in (0.3, 0.4)])  # +10 points per unit of x
+    predicted, low, high = bootstrap_extrapolation([1.0, 2.0], scores, 4.0, resamples=400)
+    means = 100 * scores.mean(axis=(1, 2))
+    assert predicted == pytest.approx(means[1] + 2 * (means[1] - means[0]))
+    assert low < 60 < high and high - low < 20  # the truth, 30 + 10·3; two seeds and a long reach: wide
+    with pytest.raises(ValueError, match="need 2 or more distinct x"):
+        bootstrap_extrapolation([1.0, 1.0], scores, 4.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rftlab.experiments import analyse_study
-from rftlab.experiments.analysis import CONTRADICTED, NOT_TESTED, PARTLY, SUPPORTED, TOO_FEW
+from rftlab.experiments.analysis import CONTRADICTED, MIXED, NOT_TESTED, PARTLY, SUPPORTED, TOO_FEW
 from rftlab.experiments.base import Role
 from rftlab.report import write_study_report
 
@@ -512,7 +512,7 @@ def test_report_files_are_complete_self_contained_and_deterministic(tmp_path):
     for name in ("report.md", "analysis.json", "report.html"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     figures = sorted(p.name for p in (tmp_path / "a" / "figures").iterdir())
-    assert figures == ["data.png", "gain.png", "k.png", "pretraining.png", "union.png"]
+    assert figures == ["data.png", "forecast.png", "gain.png", "k.png", "pretraining.png", "union.png"]
     assert all((tmp_path / "a" / "figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
     report = first.read_text()
     assert all(f"](figures/{f})" in report for f in figures)
@@ -543,7 +543,7 @@ def test_report_module_imports_without_numpy_or_matplotlib():
 def test_the_analysis_is_the_same_as_before_the_families_were_modules(full):
     """tests/data/study-analysis-full.json: analysis.json of `full_study()` from rftlab.findings (commit d26c132),
     plus the k family's entry and finding for SFT at RFT's tokens (no such runs: not tested) and the gain fit's
-    bootstrap interval."""
+    bootstrap interval and the forecast family."""
     expected = json.loads((Path(__file__).parent / "data" / "study-analysis-full.json").read_text())
     assert rounded(full) == rounded(expected)  # numpy's last digits differ between CPUs (an Intel Xeon here)
 
@@ -643,3 +643,29 @@ def test_validation_curves_of_the_k_family_show_which_runs_peaked(tmp_path):
     for run in results["runs"]:
         run["validation"] = None  # a study without a validation split
     assert not analyse_study(results)["validation"]["tested"]
+
+
+def test_forecasts_read_the_small_runs_laws_at_the_large_runs(full, tmp_path):
+    """SFT at all the data from fractions 1/8 and 1/4 of a log-linear world; RFT at k = 16 and 32 from k <= 8."""
+    (b3, b5) = full["forecast"]["forecasts"]  # no k above 8 in the full study: SFT forecasts only
+    assert [(f["base"], f["target"], f["fitted_on"]) for f in (b3, b5)] == [
+        ("b3", "sft_full_data", [0.125, 0.25]),
+        ("b5", "sft_full_data", [0.125, 0.25]),
+    ]
+    assert b3["predicted"] == pytest.approx(60.0) and b3["observed"] == pytest.approx(60.0)  # 42 + 6·3 doublings
+    assert b3["interval"][0] < 60 < b3["interval"][1] and b3["good"]
+    assert by_claim(full, "Laws fitted on the small runs")["verdict"] == SUPPORTED
+    study = Study((0,), 0.0)
+    add_k(study)
+    study.rft("b3", 16, 58 + 4 * 3.5, 3.5, ["k"])  # on the line of k <= 8
+    study.rft("b3", 32, 58 + 4 * 4.0 - 5, 4.0, ["k"])  # 5 points below it
+    study.experiments["k"]["k"] += [16, 32]
+    analysis = analyse_study(study.results())
+    rft = [f for f in analysis["forecast"]["forecasts"] if f["target"] == "rft_accuracy"]
+    assert [(f["at"], f["fitted_on"]) for f in rft] == [(3.5, [1, 2, 4, 8]), (4.0, [1, 2, 4, 8])]
+    assert [f["error"] for f in rft] == pytest.approx([0.0, 5.0]) and [f["good"] for f in rft] == [True, False]
+    finding = by_claim(analysis, "Laws fitted on the small runs")
+    assert finding["verdict"] == MIXED and finding["finding"] == "beyond"
+    assert finding["sentences"][0] == "1 of 2 forecasts within 3 points with the observation inside their interval."
+    report = write_study_report(tmp_path, study.results()).read_text()
+    assert "| b3 | rft_accuracy | linear in distinct paths | 1, 2, 4, 8 | 72.0 (" in report

@@ -28,7 +28,9 @@ from typing import Any, NamedTuple
 
 from rftlab.answers import extract_gsm8k, same_number
 from rftlab.calculator import annotations, check_equation
-from rftlab.data import DataError, Problem, iter_samples
+from rftlab.data import DataError, Problem, iter_samples, read_json, read_problems
+from rftlab.toyworld import FORMAT as WORLD_FORMAT
+from rftlab.toyworld import ToyProblem, WorldConfig, distinct_solutions, generate_split, generate_validation
 from rftlab.verifiers import open_verifier
 
 FORMAT = "rftlab.checker-rates/1"
@@ -77,10 +79,31 @@ def toy_kind(text: str, solutions: Sequence[str], answer: int) -> str:
     return "other equations"
 
 
+def world_problems(folder: str | Path) -> tuple[dict[str, ToyProblem], WorldConfig]:
+    """The problems of a world folder by record id, and its settings: regenerated from its toyworld.json and
+    checked against its train, test and valid files (files that do not match their settings: ValueError)."""
+    folder = Path(folder)
+    summary = read_json(folder / "toyworld.json")
+    if summary.get("format") != WORLD_FORMAT:
+        raise ValueError(f"{folder / 'toyworld.json'}: format is {summary.get('format')!r}, not {WORLD_FORMAT}")
+    settings = {key: tuple(value) if isinstance(value, list) else value for key, value in summary["config"].items()}
+    config, seed = WorldConfig(**settings), summary["seed"]
+    train, test = generate_split(summary["train"], summary["test"], seed, config)
+    asked = {problem.question("terse") for problem in train + test}
+    splits = {"train": train, "test": test, "valid": generate_validation(summary.get("valid", 0), seed, config, asked)}
+    problems: dict[str, ToyProblem] = {}
+    for split, generated in splits.items():
+        if not generated:
+            continue
+        records = read_problems(folder / f"{split}.jsonl")
+        if [record.query for record in records] != [problem.question(config.surface) for problem in generated]:
+            raise ValueError(f"{folder / f'{split}.jsonl'}: its questions are not those of its toyworld.json")
+        problems.update({record.id: problem for record, problem in zip(records, generated, strict=True)})
+    return problems, config
+
+
 def toy_corpus(world: str | Path, sample_files: Iterable[str | Path]) -> list[Labelled]:
     """The paths of sample files drawn on a toy world's problems, labelled by the world's solver."""
-    from rftlab.toyworld import distinct_solutions, world_problems
-
     problems, config = world_problems(world)
     solutions: dict[str, list[str]] = {}
     corpus = []

@@ -315,6 +315,28 @@ def bootstrap_gain_fit(
     return BootstrapFit(fit, low, high, resamples, level)
 
 
+def bootstrap_extrapolation(
+    x: ArrayLike, scores: ArrayLike, x_new: float, *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """The OLS line of percent accuracy against x, read at `x_new`, and its percentile bootstrap interval:
+    `(predicted, low, high)`. `scores` is (points, seeds, problems); each resample draws seeds and problems once
+    for every point (paired) and refits."""
+    _check_level(level)
+    matrices = _score_stack(scores)
+    xs = _vector(x, "x")
+    if xs.size != matrices.shape[0] or xs.size < 2 or xs.min() == xs.max():
+        raise ValueError(f"need 2 or more distinct x, one per point ({xs.size} x, {matrices.shape[0]} points)")
+    centred = xs - xs.mean()
+
+    def read(ys: np.ndarray) -> np.ndarray:
+        slopes = (ys - ys.mean(axis=-1, keepdims=True)) @ centred / (centred @ centred)
+        return ys.mean(axis=-1) + slopes * (x_new - xs.mean())
+
+    predicted = float(read(100 * matrices.mean(axis=(1, 2))))
+    low, high = _percentiles(read(100 * _resampled_means(matrices, resamples, seed)), level)
+    return predicted, low, high
+
+
 def describe_fit(fit: LinearFit, x_name: str, y_name: str, unit: str, *, digits: int = 1) -> str:
     """One sentence from the fit's numbers, e.g. "accuracy rises 6.2 points per doubling of data
     (slope 95% CI 5.1 to 7.3; R² = 0.97, n = 6)"."""

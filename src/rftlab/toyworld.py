@@ -510,31 +510,6 @@ def make_split(
     return _split_records(*generate_split(n_train, n_test, seed, config), seed, config)
 
 
-def world_problems(folder: str | os.PathLike[str]) -> tuple[dict[str, ToyProblem], WorldConfig]:
-    """The problems of a world folder by record id, and its settings: regenerated from its toyworld.json and
-    checked against its train, test and valid files (files that do not match their settings: ValueError)."""
-    from rftlab.data import read_json, read_problems
-
-    folder = Path(folder)
-    summary = read_json(folder / "toyworld.json")
-    if summary.get("format") != FORMAT:
-        raise ValueError(f"{folder / 'toyworld.json'}: format is {summary.get('format')!r}, not {FORMAT}")
-    settings = {key: tuple(value) if isinstance(value, list) else value for key, value in summary["config"].items()}
-    config, seed = WorldConfig(**settings), summary["seed"]
-    train, test = generate_split(summary["train"], summary["test"], seed, config)
-    asked = {problem.question("terse") for problem in train + test}
-    splits = {"train": train, "test": test, "valid": generate_validation(summary.get("valid", 0), seed, config, asked)}
-    problems: dict[str, ToyProblem] = {}
-    for split, generated in splits.items():
-        if not generated:
-            continue
-        records = read_problems(folder / f"{split}.jsonl")
-        if [record.query for record in records] != [problem.question(config.surface) for problem in generated]:
-            raise ValueError(f"{folder / f'{split}.jsonl'}: its questions are not those of its toyworld.json")
-        problems.update({record.id: problem for record, problem in zip(records, generated, strict=True)})
-    return problems, config
-
-
 # --- pre-training corpus -----------------------------------------------------------------------
 
 

@@ -394,7 +394,8 @@ def fit_text(line: Json, y_name: str, per: str, digits: int = 1) -> str:
     )
 
 
-def finding(number: int, claim: str, result: str, sentences: list[str]) -> Json:
+def finding(number: int | str, claim: str, result: str, sentences: list[str]) -> Json:
+    """A finding of the paper (its number), or of a question after it ("beyond")."""
     return {"finding": number, "claim": claim, "verdict": result, "sentences": sentences}
 
 
@@ -402,7 +403,7 @@ def sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def untested(number: int, claim: str, reason: str) -> Json:
+def untested(number: int | str, claim: str, reason: str) -> Json:
     return finding(number, claim, NOT_TESTED, [sentence(reason)])
 
 
