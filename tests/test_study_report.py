@@ -668,4 +668,5 @@ def test_forecasts_read_the_small_runs_laws_at_the_large_runs(full, tmp_path):
     assert finding["verdict"] == MIXED and finding["finding"] == "beyond"
     assert finding["sentences"][0] == "1 of 2 forecasts within 3 points with the observation inside their interval."
     report = write_study_report(tmp_path, study.results()).read_text()
-    assert "| b3 | rft_accuracy | linear in distinct paths | 1, 2, 4, 8 | 72.0 (" in report
+    assert "| b3 | rft_accuracy at k=16 | linear in distinct paths | 1, 2, 4, 8 | 72.0 (" in report
+    assert [f["k"] for f in analysis["forecast"]["forecasts"]] == [16, 32]

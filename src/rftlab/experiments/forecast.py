@@ -45,7 +45,7 @@ def plan(spec: Any, planner: Planner) -> None:
 @dataclass
 class Result:
     forecasts: list[Json]
-    """One per forecast run: target, base, law, fitted_on, at, predicted, interval, observed, error, good."""
+    """One per forecast run: target, base, law, fitted_on, k, at, predicted, interval, observed, error, good."""
     tested = True
 
     def to_json(self) -> Json:
@@ -66,8 +66,9 @@ def _forecast(target: str, base: str, law: str, fitted: list[tuple[float, float,
         interval = [low, high]
     error = predicted - observed.accuracy
     covered = interval is not None and interval[0] <= observed.accuracy <= interval[1]
-    return {"target": target, "base": base, "law": law, "fitted_on": [item[0] for item in fitted], "at": at,
-            "predicted": predicted, "interval": interval, "observed": observed.accuracy, "error": error,
+    return {"target": target, "base": base, "law": law, "fitted_on": [item[0] for item in fitted],
+            "k": observed.k if target == "rft_accuracy" else None, "at": at, "predicted": predicted,
+            "interval": interval, "observed": observed.accuracy, "error": error,
             "covered": covered, "good": covered and abs(error) <= TOLERANCE}  # fmt: skip
 
 
@@ -140,7 +141,8 @@ def blocks(result: Result | a.Untested, figures: dict[str, bytes]) -> list[d.Blo
     blocks = d.section("7. Forecasts: laws fitted on small runs against the large runs", result)
     if not isinstance(result, Result):
         return blocks
-    rows = [[item["base"], item["target"], item["law"], ", ".join(str(f) for f in item["fitted_on"]),
+    rows = [[item["base"], item["target"] + (f" at k={item['k']}" if item["k"] else ""), item["law"],
+             ", ".join(a.fraction_text(f) if item["target"] == "sft_full_data" else str(f) for f in item["fitted_on"]),
              f"{item['predicted']:.1f} ({a.ci_text(item['interval'])})", f"{item['observed']:.1f}",
              f"{item['error']:+.1f}", "yes" if item["good"] else "no"] for item in result.forecasts]  # fmt: skip
     blocks.append(("table", ["base", "target", "law", "fitted on", "predicted", "observed", "error", "good"], rows))
@@ -159,5 +161,5 @@ def figure(plt: Any, result: Result) -> Any:
     axis.plot(ends, ends, color="gray", linewidth=0.8)
     axis.set_xlabel("observed maj1@1 (%)")
     axis.set_ylabel("forecast maj1@1 (%)")
-    axis.set_title("Forecasts (circles: SFT on all data; squares: RFT at large k)")
+    axis.set_title("Forecast against observed\n(circles: SFT on all data; squares: RFT at k > 8)")
     return drawing
