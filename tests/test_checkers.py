@@ -93,6 +93,9 @@ def test_gsm8k_variants_restate_the_answer_soundly_and_break_it_unsoundly():
     assert variants["wrong answer"].text.endswith("\n#### 1204")
     assert variants["calculator error"].text.startswith("He has 2*600 = <<2*600=1201>>1200.")
     assert "answer with commas" not in {path.kind for path in gsm8k_variants(Problem("p", "q", "#### 12", "12"))}
+    large = {p.kind: p.text for p in gsm8k_variants(Problem("p", "q", "<<2*600000=1200000>>\n#### 1200000", "1200000"))}
+    assert large["calculator error"] == "<<2*600000=1200001>>\n#### 1200000"  # not 1.2e+06, which would check
+    assert large["wrong answer"].endswith("#### 1200001")
     assert len(gsm8k_corpus([GOLD] * 3, 2, seed=0)) == 2 * len(variants)
 
 

@@ -124,13 +124,18 @@ def _restated(response: str, final: str) -> str:
     return _FINAL_RE.sub(lambda _: final, response, count=1)
 
 
+def _plus_one(value: float) -> str:
+    """`value + 1` written out in full (`:g` would write 1200001 as 1.2e+06)."""
+    return str(int(value) + 1) if value.is_integer() else repr(value + 1)
+
+
 def _off_annotation(response: str) -> str | None:
     """The response with its first annotation's result made one larger (no longer checking), or None."""
     match = _ANNOTATION_RE.search(response)
     if match is None:
         return None
     try:
-        wrong = f"{float(match.group(2).replace(',', '')) + 1:g}"
+        wrong = _plus_one(float(match.group(2).replace(",", "")))
     except ValueError:
         return None
     return response[: match.start(2)] + wrong + response[match.end(2) :]
@@ -148,7 +153,7 @@ def gsm8k_variants(problem: Problem) -> list[Labelled]:
     if abs(number) >= 1000 and number == int(number):
         restated["answer with commas"] = _restated(problem.response, f"#### {int(number):,}")
     variants = [Labelled(text, answer, True, kind) for kind, text in restated.items()]
-    variants.append(Labelled(_restated(problem.response, f"#### {number + 1:g}"), answer, False, "wrong answer"))
+    variants.append(Labelled(_restated(problem.response, f"#### {_plus_one(number)}"), answer, False, "wrong answer"))
     off = _off_annotation(problem.response)
     if off is not None and not _all_check(off):
         variants.append(Labelled(off, answer, False, "calculator error"))
