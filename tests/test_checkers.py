@@ -4,8 +4,10 @@ import pytest
 
 from conftest import write_lines
 from rftlab.checkers import (
+    CHECKERS,
     SOUND,
     Labelled,
+    Solutions,
     checker_rates,
     gsm8k_corpus,
     gsm8k_variants,
@@ -16,6 +18,7 @@ from rftlab.checkers import (
 )
 from rftlab.cli import main
 from rftlab.data import DataError, Problem
+from rftlab.jobs.checkers import CHECKER_NAMES
 from rftlab.toyworld import WorldConfig, distinct_solutions, write_toyworld
 
 THREE_PEOPLE = WorldConfig(people=(3,), cost_share=0.0)
@@ -54,15 +57,15 @@ def test_world_problems_regenerate_every_split_and_refuse_files_that_do_not_matc
 
 def test_toy_kind_tells_each_kind_of_path_apart(world):
     problem = world_problems(world)[0]["train-0001"]
-    solutions = distinct_solutions(problem)
-    answer = problem.answer
-    assert len(solutions) > 1 and all(toy_kind(s, solutions, answer) == SOUND for s in solutions)
-    assert toy_kind(misnamed(solutions[0]), solutions, answer) == "wrong person"
+    texts, answer = distinct_solutions(problem), problem.answer
+    solutions = Solutions.of(texts)
+    assert len(texts) > 1 and all(toy_kind(s, solutions, answer) == SOUND for s in texts)
+    assert toy_kind(misnamed(texts[0]), solutions, answer) == "wrong person"
     one_step = f"Total=<<{answer - 1}+1={answer}>>{answer}\n#### {answer}"
     assert toy_kind(one_step, solutions, answer) == "other equations"
     assert toy_kind(one_step.replace("+1=", "+2="), solutions, answer) == "calculator error"
-    assert toy_kind(solutions[0].replace(f"#### {answer}", f"#### {answer + 1}"), solutions, answer) == "wrong answer"
-    assert toy_kind(solutions[0].rsplit("\n", 1)[0], solutions, answer) == "wrong answer"  # no final answer
+    assert toy_kind(texts[0].replace(f"#### {answer}", f"#### {answer + 1}"), solutions, answer) == "wrong answer"
+    assert toy_kind(texts[0].rsplit("\n", 1)[0], solutions, answer) == "wrong answer"  # no final answer
 
 
 def test_toy_corpus_labels_each_sampled_path_and_refuses_an_unknown_id(world, tmp_path):
@@ -122,6 +125,7 @@ def test_math_verify_reads_restated_answers_that_the_papers_extractor_misses():
     assert row["false_positives"] == 0 and row["verifier_timeouts"] == 0
     with pytest.raises(ValueError, match="unknown checker"):
         rates({}, ["sympy"])
+    assert tuple(CHECKERS) == CHECKER_NAMES  # the command line's copy of the names
 
 
 def test_checkers_command_writes_the_rates_and_names_a_missing_input(world, tmp_path, capsys):

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rftlab.answers import extract_gsm8k, same_number
-from rftlab.calculator import annotations, check_equation
+from rftlab.calculator import annotations
 from rftlab.data import DataError, Problem, iter_samples, read_json, read_problems
+from rftlab.reject import equation_key
 from rftlab.toyworld import FORMAT as WORLD_FORMAT
 from rftlab.toyworld import ToyProblem, WorldConfig, distinct_solutions, generate_split, generate_validation
 from rftlab.verifiers import open_verifier
@@ -43,9 +44,7 @@ CHECKERS: dict[str, tuple[str, bool]] = {  # rftlab.jobs.checkers.CHECKER_NAMES 
 """Checker name: (verifier, calculator check). `paper` is the paper's rule and rftlab's default."""
 
 SOUND = "solver's solution"
-GSM8K_SOUND = ("gold", "answer with $", "answer as decimal", "answer in words", "answer with commas")
 _FINAL_RE = re.compile(r"####\s*([^\n]*)\s*$")
-_ANNOTATION_RE = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
 
 
 class Labelled(NamedTuple):
@@ -58,25 +57,30 @@ class Labelled(NamedTuple):
 
 
 def _all_check(text: str) -> bool:
-    return all(check_equation(equation) for equation in annotations(text))
+    return equation_key(text) is not None
 
 
-def _equations(text: str) -> tuple[str, ...]:
-    return tuple(re.sub(r"\s+", "", equation) for equation in annotations(text))
+class Solutions(NamedTuple):
+    """A problem's distinct solutions as a path is compared with them: their texts and equation lists."""
+
+    texts: frozenset[str]
+    keys: frozenset[str | None]
+
+    @classmethod
+    def of(cls, solutions: Sequence[str]) -> Solutions:
+        return cls(frozenset(s.strip() for s in solutions), frozenset(equation_key(s, False) for s in solutions))
 
 
-def toy_kind(text: str, solutions: Sequence[str], answer: int) -> str:
+def toy_kind(text: str, solutions: Solutions, answer: int) -> str:
     """The kind of a toy-world path against its problem's distinct solutions (`SOUND` or an unsound kind)."""
     text = text.strip()
-    if text in {solution.strip() for solution in solutions}:
+    if text in solutions.texts:
         return SOUND
     if not same_number(extract_gsm8k(text), str(answer)):
         return "wrong answer"
     if not _all_check(text):
         return "calculator error"
-    if _equations(text) in {_equations(solution) for solution in solutions}:
-        return "wrong person"
-    return "other equations"
+    return "wrong person" if equation_key(text, False) in solutions.keys else "other equations"
 
 
 def world_problems(folder: str | Path) -> tuple[dict[str, ToyProblem], WorldConfig]:
@@ -105,7 +109,7 @@ def world_problems(folder: str | Path) -> tuple[dict[str, ToyProblem], WorldConf
 def toy_corpus(world: str | Path, sample_files: Iterable[str | Path]) -> list[Labelled]:
     """The paths of sample files drawn on a toy world's problems, labelled by the world's solver."""
     problems, config = world_problems(world)
-    solutions: dict[str, list[str]] = {}
+    solutions: dict[str, Solutions] = {}
     corpus = []
     for path in sample_files:
         for sample in iter_samples(path):
@@ -113,7 +117,7 @@ def toy_corpus(world: str | Path, sample_files: Iterable[str | Path]) -> list[La
             if problem is None:
                 raise DataError(path, sample.line, f"id {sample.id!r} is no problem of the world {world}")
             if sample.id not in solutions:
-                solutions[sample.id] = distinct_solutions(problem, config.surface)
+                solutions[sample.id] = Solutions.of(distinct_solutions(problem, config.surface))
             kind = toy_kind(sample.response, solutions[sample.id], problem.answer)
             corpus.append(Labelled(sample.response, str(problem.answer), kind == SOUND, kind))
     return corpus
@@ -131,14 +135,15 @@ def _plus_one(value: float) -> str:
 
 def _off_annotation(response: str) -> str | None:
     """The response with its first annotation's result made one larger (no longer checking), or None."""
-    match = _ANNOTATION_RE.search(response)
-    if match is None:
+    found = annotations(response)
+    if not found or "=" not in found[0]:
         return None
+    lhs, rhs = found[0].rsplit("=", 1)
     try:
-        wrong = _plus_one(float(match.group(2).replace(",", "")))
+        wrong = _plus_one(float(rhs.replace(",", "")))
     except ValueError:
         return None
-    return response[: match.start(2)] + wrong + response[match.end(2) :]
+    return response.replace(f"<<{found[0]}>>", f"<<{lhs}={wrong}>>", 1)
 
 
 def gsm8k_variants(problem: Problem) -> list[Labelled]:

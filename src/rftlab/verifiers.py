@@ -50,8 +50,8 @@ def _math_verify_worker(connection: Connection) -> None:
 
 class MathVerify:
     """math-verify's verdicts from a worker process, each within `timeout` seconds (else wrong, worker replaced).
-    The clock starts once the worker has imported math-verify. Use as a context manager; `timeouts` counts the
-    verdicts cut off (by the timeout, or by a worker that died)."""
+    The clock starts once the worker has imported math-verify and given a first verdict. Use as a context
+    manager; `timeouts` counts the verdicts cut off (by the timeout, or by a worker that died)."""
 
     def __init__(self, timeout: float = HARD_TIMEOUT) -> None:
         if timeout <= 0:

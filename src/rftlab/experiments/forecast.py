@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 import rftlab.experiments.analysis as a
 import rftlab.experiments.display as d
 from rftlab.experiments.base import Config, Json, Planner
@@ -58,8 +60,8 @@ def _forecast(target: str, base: str, law: str, fitted: list[tuple[float, float,
     x, models = [item[1] for item in fitted], [item[2] for item in fitted]
     scores = a.score_stack(models)
     if scores is None:
-        slope, intercept = _line(x, [m.accuracy for m in models])
-        predicted, interval = intercept + slope * at, None
+        slope, intercept = np.polyfit(x, [m.accuracy for m in models], 1)
+        predicted, interval = float(intercept + slope * at), None
     else:
         predicted, low, high = bootstrap_extrapolation(x, scores, at, resamples=a.RESAMPLES, level=a.LEVEL,
                                                        seed=a.SEED)  # fmt: skip
@@ -70,12 +72,6 @@ def _forecast(target: str, base: str, law: str, fitted: list[tuple[float, float,
             "k": observed.k if target == "rft_accuracy" else None, "at": at, "predicted": predicted,
             "interval": interval, "observed": observed.accuracy, "error": error,
             "covered": covered, "good": covered and abs(error) <= TOLERANCE}  # fmt: skip
-
-
-def _line(x: list[float], y: list[float]) -> tuple[float, float]:
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    slope = sum((u - mx) * (v - my) for u, v in zip(x, y, strict=True)) / sum((u - mx) ** 2 for u in x)
-    return slope, my - slope * mx
 
 
 def _sft(models: list[a.Model], base: str) -> Json | None:
