@@ -36,6 +36,7 @@ from rftlab.backends.base import (
     cut_at_stop,
     row_key,
 )
+from rftlab.budgets import CHECKER, Budget, is_checked, is_complete
 from rftlab.data import (
     PROMPT_TEMPLATES,
     DataError,
@@ -101,7 +102,7 @@ def _run_metadata(
 def _identity(metadata: dict[str, Any]) -> dict[str, Any]:
     """What must match for a run to continue another's file, by name. A greedy run's seed is not part of it: at
     temperature 0 the seed changes nothing (runs record seed 0 for it; older files, the seed they were given)."""
-    keys = ("model", "weights", "label", "backend", "dtype", "data_sha256")
+    keys = ("model", "weights", "label", "backend", "dtype", "data_sha256", "budget")
     identity = {key: metadata.get(key) for key in keys}
     settings = dict(metadata.get("settings") or {})
     if settings.get("temperature") == 0:
@@ -129,29 +130,77 @@ def _earlier_run(path: Path, metadata: dict[str, Any]) -> dict[str, Any] | None:
     return old
 
 
+def _intact_records(handle: Any) -> Iterator[tuple[int, dict[str, Any], int]]:
+    """(line number, record, bytes) of a samples file's lines, up to the first one a killed write left broken."""
+    for number, line in enumerate(handle, start=1):
+        if not line.endswith(b"\n"):
+            return
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return
+        yield number, record, len(line)
+
+
+def _not_this_run(path: Path, number: int) -> DataError:
+    return DataError(path, number, "does not continue this run's problems; remove it or use another --out")
+
+
 def completed_problems(path: Path, problems: Sequence[Problem], k: int) -> int:
     """How many leading problems the file holds in full; cuts off anything after them (a killed write)."""
     if not path.exists():
         return 0
     done, offset, current, complete_offset = 0, 0, 0, 0
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                break
+        for number, record, size in _intact_records(handle):
             if done >= len(problems) or record.get("id") != problems[done].id:
-                raise DataError(path, number, "does not continue this run's problems; remove it or use another --out")
+                raise _not_this_run(path, number)
             current += 1
-            offset += len(line)
+            offset += size
             if current == k:
                 done, current = done + 1, 0
                 complete_offset = offset
     with open(path, "r+b") as handle:
         handle.truncate(complete_offset)
     return done
+
+
+def completed_budget_problems(path: Path, problems: Sequence[Problem], settings: SamplingSettings,
+                              budget: Budget) -> int:  # fmt: skip
+    """How many leading problems a budget run's file holds in whole chunks, each problem's paths those of a
+    finished run (`budgets.is_complete`); cuts off anything after them (a killed write)."""
+    if not path.exists():
+        return 0
+    ends = _budget_problem_ends(path, problems, settings.k, budget)
+    boundaries = [chunk.stop for chunk in chunks(len(problems), settings)]
+    done = max((stop for stop in boundaries if stop <= len(ends)), default=0)
+    with open(path, "r+b") as handle:
+        handle.truncate(ends[done - 1] if done else 0)
+    return done
+
+
+def _budget_problem_ends(path: Path, problems: Sequence[Problem], k: int, budget: Budget) -> list[int]:
+    """The file offset after each leading problem whose paths are a finished budget run's."""
+    ends: list[int] = []
+    offset, checks = 0, []
+    with open(path, "rb") as handle:
+        for number, record, size in _intact_records(handle):
+            current = len(ends)
+            if checks and record.get("id") != problems[current].id:
+                if not is_complete(checks, budget, k):
+                    return ends  # the next problem began before this one was done: cut here
+                ends.append(offset)
+                current, checks = current + 1, []
+            if current >= len(problems) or record.get("id") != problems[current].id:
+                raise _not_this_run(path, number)
+            response = record.get("response")
+            if not isinstance(response, str):
+                raise DataError(path, number, "response: expected a string")
+            checks.append(is_checked(response, problems[current].answer))
+            offset += size
+    if checks and is_complete(checks, budget, k):
+        ends.append(offset)
+    return ends
 
 
 def _records(problem: Problem, texts: list[str], label: str, settings: SamplingSettings) -> bytes:
@@ -224,6 +273,59 @@ def sample_problems(
     return written
 
 
+def sample_until_correct(
+    backend: Backend,
+    problems: Sequence[Problem],
+    out: Path,
+    settings: SamplingSettings,
+    label: str,
+    budget: Budget,
+    *,
+    show_progress: bool | None = None,
+) -> int:
+    """Appends each chunk's paths, drawn in rounds of k under `budget` (`rftlab.budgets`), to `out`, a chunk at a
+    time, skipping the chunks it holds already; returns paths written."""
+    from tqdm import tqdm
+
+    done = completed_budget_problems(out, problems, settings, budget)
+    written = 0
+    with write_errors_named(out), open(out, "ab") as handle, tqdm(
+        total=len(problems), initial=done, desc="sample", unit="problem", file=sys.stderr,
+        disable=None if show_progress is None else not show_progress,
+    ) as bar:  # fmt: skip
+        for chunk in chunks(len(problems), settings):
+            if chunk.stop <= done:
+                continue
+            batch = [problems[index] for index in chunk]
+            paths = _draw_in_rounds(backend, batch, settings, budget)
+            handle.write(b"".join(_records(p, t, label, settings) for p, t in zip(batch, paths, strict=True)))
+            handle.flush()
+            os.fsync(handle.fileno())
+            written += sum(map(len, paths))
+            bar.update(len(batch))
+            bar.set_postfix(paths_per_problem=f"{sum(map(len, paths)) / len(batch):.1f}")
+    return written
+
+
+def _draw_in_rounds(
+    backend: Backend, batch: Sequence[Problem], settings: SamplingSettings, budget: Budget
+) -> list[list[str]]:
+    """Each problem's paths: rounds of k for the problems the budget has not finished (all of them have drawn as
+    many paths: only the cap cuts a round short, and that ends the problem)."""
+    texts: list[list[str]] = [[] for _ in batch]
+    checked = [0] * len(batch)
+    while True:
+        rounds = [budget.next_round(len(texts[i]), checked[i], settings.k) for i in range(len(batch))]
+        active = [i for i, more in enumerate(rounds) if more]
+        if not active:
+            return texts
+        first = len(texts[active[0]])
+        drawn = sample_texts(backend, [batch[i] for i in active], replace(settings, k=rounds[active[0]]), first)
+        for i, paths in zip(active, drawn, strict=True):
+            texts[i] += paths
+            checked[i] += sum(is_checked(text, batch[i].answer) for text in paths)
+
+
 def prompt_ids(backend: Backend, problems: Sequence[Problem], settings: SamplingSettings) -> list[list[int]]:
     """The prompts' token ids, each cut from the left (as the reference code's) to leave `max_new_tokens` of the
     backend's context."""
@@ -258,11 +360,14 @@ def _prompt(backend: Backend, problem: Problem, settings: SamplingSettings) -> t
     return ids[-room:], len(ids) > room or len(query) < len(problem.query)
 
 
-def sample_texts(backend: Backend, batch: Sequence[Problem], settings: SamplingSettings) -> list[list[str]]:
-    """The k paths of each problem of a batch: prompts encoded, token ids generated, decoded and cut."""
+def sample_texts(
+    backend: Backend, batch: Sequence[Problem], settings: SamplingSettings, first: int = 0
+) -> list[list[str]]:
+    """The k paths of each problem of a batch, sample indices first .. first + k - 1: prompts encoded, token ids
+    generated, decoded and cut."""
     tokenizer = backend.tokenizer
     prompts = prompt_ids(backend, batch, settings)
-    keys = [[row_key(settings.seed, p.id, j) for j in range(settings.k)] for p in batch]
+    keys = [[row_key(settings.seed, p.id, j) for j in range(first, first + settings.k)] for p in batch]
     paths = backend.generate(prompts, keys, settings)
     return [
         [cut_after_answer(cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), backend.stop)) for ids in path]
@@ -281,6 +386,7 @@ def run_sampling(
     shard: tuple[int, int] | None = None,
     show_progress: bool | None = None,
     make_backend: Callable[[str, str, str], Backend] | None = None,
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
     """`rftlab sample`: loads the model, samples (resuming), merges shards; returns the metadata.
 
@@ -289,17 +395,22 @@ def run_sampling(
     file and leaves it there. Under `accelerate launch`, ranks sample shards and rank 0 merges them. The
     model is loaded (by `make_backend(model_name, dtype, device)`; default: `backends.base.load_backend`)
     only when there is sampling left to do. A greedy run (temperature 0) runs and is recorded as seed 0.
+    With a `budget`, problems draw k paths a round until the budget ends them (`rftlab.budgets`), in one process.
     """
     import torch
     from accelerate import PartialState
 
     if shard is not None and backend.data_parallel > 1:
         raise ValueError("--data-parallel-size must be 1 with --shard (a run of one shard)")
+    if budget is not None:
+        _check_budget(budget, settings, shard, backend)
     if settings.temperature == 0:
         settings = replace(settings, seed=0)  # the seed changes nothing: one greedy file for every seed
     problems = read_problems(data)
     label = label or Path(str(model_name).rstrip("/")).name
     metadata = {**_run_metadata(str(model_name), label, backend, data, settings), "problems": len(problems)}
+    if budget is not None:
+        metadata["budget"] = {**asdict(budget), "checker": CHECKER}
     if shard is None:
         old, own, target = _earlier_run(out, metadata), problems, out
     else:
@@ -308,7 +419,7 @@ def run_sampling(
         target = shard_path(out, *shard)
         old, own = _earlier_run(target, metadata), shard_problems(problems, settings, *shard)
         metadata["shard"] = shard[0]
-    if completed_problems(target, own, settings.k) == len(own):
+    if _completed(target, own, settings, budget) == len(own):
         return old or metadata
     backend.spec.require()
     if shard is None and backend.data_parallel > 1:
@@ -327,6 +438,11 @@ def run_sampling(
     if state.is_main_process:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(metadata_path(target), metadata)
+    if budget is not None:
+        sample_until_correct(sampler, problems, out, settings, label, budget, show_progress=show_progress)
+        metadata["paths"] = out.read_bytes().count(b"\n")  # the sampling compute the budget spent
+        write_json(metadata_path(out), metadata)
+        return metadata
     part = target if world == 1 or shard is not None else shard_path(out, rank, world)
     sample_problems(sampler, problems, part, settings, label, show_progress=show_progress, rank=rank, world=world)
     if state.num_processes > 1:
@@ -335,6 +451,23 @@ def run_sampling(
             _merge_shards(out, problems, settings, world)
         state.wait_for_everyone()
     return metadata
+
+
+def _check_budget(
+    budget: Budget, settings: SamplingSettings, shard: tuple[int, int] | None, backend: BackendSettings
+) -> None:
+    """ValueError, naming the option, for a budget run this layout cannot do."""
+    budget.validate(settings.k)
+    if shard is not None or backend.data_parallel > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--until-correct samples in one process: drop --shard, --data-parallel-size and the "
+                         "multi-process launcher")  # fmt: skip
+
+
+def _completed(path: Path, problems: Sequence[Problem], settings: SamplingSettings, budget: Budget | None) -> int:
+    """The leading problems `path` holds in full (cutting off the rest), with or without a budget."""
+    if budget is None:
+        return completed_problems(path, problems, settings.k)
+    return completed_budget_problems(path, problems, settings, budget)
 
 
 _WORKER = "import sys; from rftlab.sample import shard_worker; shard_worker(sys.argv[1])"

@@ -31,7 +31,8 @@ class SampleJob(SamplingOptions):
         "and the shards are merged into the file one process writes; under `accelerate launch`, ranks do the same. "
         "--shard I/N samples shard I only and leaves its file (one node each on a shared filesystem, say); the same "
         "command with --data-parallel-size N instead of --shard then merges the complete shards and samples those "
-        "missing or unfinished."
+        "missing or unfinished. With --until-correct N --max-k K (difficulty-aware budgets), each problem draws "
+        "k paths a round until N of them are checked (right answer, every annotation checks) or it has K."
     )
 
     model: str = option(help="checkpoint folder, hub id or .gguf", kind=IO, metavar="CKPT")
@@ -42,6 +43,27 @@ class SampleJob(SamplingOptions):
     label: str | None = option(None, "the `model` field of the records (default: the checkpoint's name)")
     shard: tuple[int, int] | None = option(None, "sample shard I of N only (0 <= I < N)", metavar="I/N",
                                            parse=parse_shard, show=lambda s: f"{s[0]}/{s[1]}")  # fmt: skip
+    until_correct: int | None = option(None, "draw k paths a round until a problem has N checked paths (or K: "
+                                       "--max-k); default: k paths for every problem", metavar="N",
+                                       within=AT_LEAST_ONE)  # fmt: skip
+    max_k: int | None = option(None, "with --until-correct: the most paths a problem draws", metavar="K",
+                               within=AT_LEAST_ONE)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.until_correct is None) != (self.max_k is None):
+            raise ValueError("--until-correct and --max-k go together")
+        budget = self.budget()
+        if budget is not None:
+            budget.validate(self.k)
+
+    def budget(self):
+        """The difficulty-aware budget (`rftlab.budgets`), or None for k paths per problem."""
+        if self.until_correct is None or self.max_k is None:
+            return None
+        from rftlab.budgets import Budget
+
+        return Budget(self.until_correct, self.max_k)
 
     def settings(self):
         """The sampling settings of this job (the template resolved against the model)."""
@@ -63,7 +85,8 @@ class SampleJob(SamplingOptions):
         from rftlab.sample import run_sampling
 
         return run_sampling(self.model, self.data, self.out, self.settings(), self.backend_settings(),
-                            label=self.label, shard=self.shard, show_progress=self.progress())  # fmt: skip
+                            label=self.label, shard=self.shard, show_progress=self.progress(),
+                            budget=self.budget())  # fmt: skip
 
     def message(self, result: dict[str, Any]) -> str | None:
         if self.shard:
@@ -72,4 +95,10 @@ class SampleJob(SamplingOptions):
             index, shards = self.shard
             return (f"{shard_path(self.out, index, shards)}: shard {index} of {shards}, {self.k} path(s) per problem; "
                     f"merge with the same command with --data-parallel-size {shards} instead of --shard")  # fmt: skip
-        return f"{self.out}: {self.k} path(s) per problem" if main_process() else None
+        if not main_process():
+            return None
+        if self.until_correct is not None:
+            paths, problems = result.get("paths", 0), max(result.get("problems", 0), 1)
+            return (f"{self.out}: {paths:,} paths, {paths / problems:.2f} per problem (rounds of {self.k} until "
+                    f"{self.until_correct} checked, at most {self.max_k})")  # fmt: skip
+        return f"{self.out}: {self.k} path(s) per problem"
