@@ -16,6 +16,7 @@ from test_backends import FakeBackend
 
 SETTINGS = SamplingSettings(k=2, temperature=1.0, seed=1, batch_size=6)  # rounds of 2, chunks of 3 problems
 BUDGET = Budget(until_correct=2, max_k=7)
+UNIFORM = SamplingSettings(k=7, temperature=1.0, seed=1)  # the budget's cap, for every problem
 
 
 def problems_file(path, n):
@@ -47,8 +48,7 @@ def test_checked_means_right_answer_and_every_annotation_checks():
 def test_a_budget_run_holds_each_problems_prefix_of_a_uniform_run(tmp_path):
     data = problems_file(tmp_path / "p.jsonl", 8)
     uniform, budgeted = tmp_path / "uniform.jsonl", tmp_path / "budget.jsonl"
-    seven = SamplingSettings(k=7, temperature=1.0, seed=1)
-    run_sampling("m", data, uniform, seven, make_backend=lambda *_: FakeBackend())
+    run_sampling("m", data, uniform, UNIFORM, make_backend=lambda *_: FakeBackend())
     fake = FakeBackend()
     metadata = run_sampling("m", data, budgeted, SETTINGS, make_backend=lambda *_: fake, budget=BUDGET)
     problems = read_problems(data)
@@ -139,3 +139,20 @@ def test_resume_keeps_whole_chunks_of_finished_problems_only(tmp_path):
     samples.write_text(wrong * 2 + "".join(lines[2:6]))  # problem 0 unfinished, yet problem 1 follows
     assert completed_budget_problems(samples, problems, SETTINGS, BUDGET) == 0
     assert samples.read_text() == ""
+
+
+def test_a_budget_found_in_a_uniform_file_is_the_budget_runs_file(tmp_path):
+    from rftlab.budgets import budget_samples
+
+    data = problems_file(tmp_path / "p.jsonl", 8)
+    uniform, budgeted, found = tmp_path / "uniform.jsonl", tmp_path / "budget.jsonl", tmp_path / "found.jsonl"
+    run_sampling("m", data, uniform, UNIFORM, make_backend=lambda *_: FakeBackend())
+    run_sampling("m", data, budgeted, SETTINGS, make_backend=lambda *_: FakeBackend(), budget=BUDGET)
+    stats = budget_samples(read_problems(data), uniform, found, BUDGET, 2)
+    assert found.read_bytes() == budgeted.read_bytes()
+    paths = records(found)
+    assert stats["paths"] == len(paths) and stats["short"] == 0 and stats["paths_per_problem"] == len(paths) / 8
+    assert stats["at_cap"] == sum(sum(r["id"] == str(i) for r in paths) == 7 for i in range(8))
+    five = tmp_path / "five.jsonl"
+    five.write_text("".join(line for n, line in enumerate(uniform.read_text().splitlines(True)) if n % 7 < 5))
+    assert budget_samples(read_problems(data), five, found, BUDGET, 2)["short"] >= stats["at_cap"]

@@ -12,12 +12,18 @@ the budget's samples without sampling again. Pure Python: neither torch nor tran
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from rftlab.answers import extract_answer, same_number
+from rftlab.data import DataError, Problem, atomic_writer, iter_jsonl
 from rftlab.reject import equation_key
 
+FORMAT = "rftlab.budget-stats/1"
 CHECKER = "paper+calculator"
 """What counts as a checked path (recorded in a budget run's metadata)."""
 
@@ -64,3 +70,37 @@ def is_complete(checks: Sequence[bool], budget: Budget, k: int) -> bool:
     """Whether a problem's paths are exactly those of a finished budget run (not one cut off by a kill)."""
     drawn, finished = budget_prefix(checks, budget, k)
     return finished and drawn == len(checks)
+
+
+def budget_samples(
+    problems: Sequence[Problem], samples: str | os.PathLike[str], out: str | os.PathLike[str], budget: Budget, k: int
+) -> dict[str, Any]:
+    """Writes to `out` the paths a budget run draws, found in a uniform run's samples file (each problem's
+    `budget_prefix` of its lines, in problem order); returns what that spends and finds (docs/formats.md)."""
+    budget.validate(k)
+    lines: dict[str, list[dict[str, Any]]] = {problem.id: [] for problem in problems}
+    for number, record in iter_jsonl(samples):
+        paths = lines.get(record.get("id"))  # type: ignore[arg-type]
+        if paths is None:
+            raise DataError(samples, number, f"no problem with id {record.get('id')!r} in the train file")
+        if not isinstance(record.get("response"), str):
+            raise DataError(samples, number, "response: expected a string")
+        paths.append(record)
+    drawn, checked, short = [], [], 0
+    with atomic_writer(out) as handle:
+        for problem in problems:
+            checks = [is_checked(record["response"], problem.answer) for record in lines[problem.id]]
+            count, finished = budget_prefix(checks, budget, k)
+            short += not finished
+            drawn.append(count)
+            checked.append(sum(checks[:count]))
+            handle.write(b"".join(orjson.dumps(record) + b"\n" for record in lines[problem.id][:count]))
+    return _statistics(budget, k, drawn, checked, short)
+
+
+def _statistics(budget: Budget, k: int, drawn: list[int], checked: list[int], short: int) -> dict[str, Any]:
+    n = max(len(drawn), 1)
+    return {"format": FORMAT, "until_correct": budget.until_correct, "max_k": budget.max_k, "round": k,
+            "checker": CHECKER, "problems": len(drawn), "paths": sum(drawn), "paths_per_problem": sum(drawn) / n,
+            "checked_per_problem": sum(checked) / n, "coverage": sum(c > 0 for c in checked) / n,
+            "at_cap": sum(count >= budget.max_k for count in drawn), "short": short}  # fmt: skip
