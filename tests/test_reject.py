@@ -6,10 +6,10 @@ from hypothesis import strategies as st
 from rapidfuzz.distance import Levenshtein
 
 from conftest import write_lines
-from rftlab.calculator import annotations, check_equation
+from rftlab.calculator import annotations, check_equation, equation_key
 from rftlab.cli import main
 from rftlab.data import DataError, Problem
-from rftlab.reject import FarthestPaths, equation_key, reject, solved_buckets, statistics, summary
+from rftlab.reject import FarthestPaths, reject, solved_buckets, statistics, summary
 
 A = "<<5+5=10>>10\n#### 10"
 B = "<<2*5=10>>10\n#### 10"

@@ -8,9 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rftlab.answers import extract_gsm8k
-from rftlab.calculator import annotations, check_equation
+from rftlab.calculator import annotations, check_equation, equation_key
 from rftlab.data import PROMPT_TEMPLATES
-from rftlab.reject import equation_key
 from rftlab.toyworld import (
     NAMES,
     Derivation,

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from rftlab.answers import extract_answer, same_number
+from rftlab.calculator import equation_key
 from rftlab.data import DataError, Problem, atomic_writer, iter_jsonl
-from rftlab.reject import equation_key
 
 FORMAT = "rftlab.budget-stats/1"
 CHECKER = "paper+calculator"

@@ -7,11 +7,13 @@ iteratively with Python's own number semantics, so results equal what plain arit
 The work is bounded: long inputs, deep nesting and integers past `MAX_INT_BITS` bits (`9**9**9**9`)
 are invalid, decided in microseconds. Anything else (names, calls, attributes, brackets, comparisons,
 strings, complex numbers) is an invalid expression. Invalid is a result, never an exception.
+`equation_key` is a path's list of annotations: what rejection de-duplicates by and budgets count.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
 from collections.abc import Callable
@@ -26,6 +28,7 @@ CHECK_TOLERANCE = 1e-3
 Number = int | float
 
 # What number literals and arithmetic are written with: no quotes, so no strings and their warnings.
+_WHITESPACE_RE = re.compile(r"\s+")
 _ARITHMETIC_CHARS_RE = re.compile(r"[0-9a-fA-FxXoOjJ_.+\-*/%()\s]*")
 
 _BINARY: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
@@ -97,6 +100,23 @@ def check_equation(equation: str) -> bool:
         return abs(float(value) - float(rhs)) < CHECK_TOLERANCE
     except (ValueError, OverflowError):
         return False
+
+
+def equation_key(text: str, check: bool = True) -> str | None:
+    """The de-duplication key of a path (its annotations joined by `|`, without white space), or None when
+    one of its annotations does not check (`check`)."""
+    return _key_of_annotations(tuple(annotations(text)), check)
+
+
+_check_cached = functools.lru_cache(maxsize=1 << 20)(check_equation)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _key_of_annotations(found: tuple[str, ...], check: bool) -> str | None:
+    """Paths share equation lists (and equations) far more often than not: both checks are cached."""
+    if check and not all(_check_cached(equation) for equation in found):
+        return None
+    return _WHITESPACE_RE.sub("", "|".join(found))
 
 
 def _evaluate(root: ast.expr) -> Number:

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rftlab.answers import extract_gsm8k, same_number
-from rftlab.calculator import annotations
+from rftlab.calculator import annotations, equation_key
 from rftlab.data import DataError, Problem, iter_samples, read_json, read_problems
-from rftlab.reject import equation_key
 from rftlab.toyworld import FORMAT as WORLD_FORMAT
 from rftlab.toyworld import ToyProblem, WorldConfig, distinct_solutions, generate_split, generate_validation
 from rftlab.verifiers import open_verifier

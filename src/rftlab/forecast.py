@@ -33,8 +33,8 @@ import numpy as np
 from scipy import optimize, special
 
 from rftlab.answers import DEFAULT_EXTRACTOR, Extractor, get_extractor, same_number
+from rftlab.calculator import equation_key
 from rftlab.data import DataError, Problem, iter_samples
-from rftlab.reject import equation_key
 
 FORMAT = "rftlab.forecast/1"
 WRONG, UNCHECKED = -2, -1

@@ -6,16 +6,14 @@ A sampled path is *correct* when its final answer equals the gold answer (the pa
 checked paths of a problem, taken in sampling order (files in the order given, lines in file
 order), the first path of each equation key is kept; a later path with the same key replaces it
 when the sum of its character Levenshtein distances to the problem's *other* kept paths is larger
-than the kept path's sum. The key is the list of annotations joined by `|`, all whitespace removed
-(no annotations: the empty key). Several sample files (e.g. from several models) are pooled, then
-selected: the paper's union U13B / U33B. Pure Python: neither torch nor transformers is imported.
+than the kept path's sum. The key (`calculator.equation_key`) is the list of annotations joined by `|`,
+all whitespace removed (no annotations: the empty key). Several sample files (e.g. from several models) are
+pooled, then selected: the paper's union U13B / U33B. Pure Python: neither torch nor transformers is imported.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -26,28 +24,11 @@ from typing import Any
 from rapidfuzz.distance import Levenshtein
 
 from rftlab.answers import DEFAULT_EXTRACTOR
-from rftlab.calculator import annotations, check_equation
+from rftlab.calculator import equation_key
 from rftlab.data import DataError, Problem, Progress, iter_samples
 from rftlab.verifiers import open_verifier
 
 STATS_FORMAT = "rftlab.reject-stats/1"
-_WHITESPACE_RE = re.compile(r"\s+")
-
-
-def equation_key(text: str, check: bool = True) -> str | None:
-    """The de-duplication key of a path, or None when one of its annotations does not check (`check`)."""
-    return _key_of_annotations(tuple(annotations(text)), check)
-
-
-_check_cached = functools.lru_cache(maxsize=1 << 20)(check_equation)
-
-
-@functools.lru_cache(maxsize=1 << 20)
-def _key_of_annotations(found: tuple[str, ...], check: bool) -> str | None:
-    """Paths share equation lists (and equations) far more often than not: both checks are cached."""
-    if check and not all(_check_cached(equation) for equation in found):
-        return None
-    return _WHITESPACE_RE.sub("", "|".join(found))
 
 
 class FarthestPaths:

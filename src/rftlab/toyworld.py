@@ -4,7 +4,7 @@ A problem names 2-4 people. Person 1 is given a count; each later person is give
 from an earlier person (`+k`, `-k`, `*k`). The question asks for the total count, or for the total
 cost at a unit price. Solutions carry GSM8K calculator annotations (`<<7+3=10>>10`, integer `+ - *`
 only) and end with `#### N`, so `calculator.check_equation`, `answers.extract_gsm8k` and
-`reject.equation_key` work on them unchanged.
+`calculator.equation_key` work on them unchanged.
 
 Distinct correct paths (distinct equation lists) come from three choices, a `Strategy`: the order of
 the derivation steps (any topological order), one n-ary sum versus a chain of pairwise sums (operands
@@ -420,7 +420,7 @@ def _distinct_parts(problem: ToyProblem) -> tuple[list[tuple[int, ...]], list[tu
 
 
 def count_distinct_solutions(problem: ToyProblem) -> int:
-    """How many correct solutions with distinct equation lists (`reject.equation_key`) the problem has."""
+    """How many correct solutions with distinct equation lists (`calculator.equation_key`) the problem has."""
     orders, tails = _distinct_parts(problem)
     return len(orders) * len(tails)
 
