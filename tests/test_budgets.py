@@ -156,3 +156,30 @@ def test_a_budget_found_in_a_uniform_file_is_the_budget_runs_file(tmp_path):
     five = tmp_path / "five.jsonl"
     five.write_text("".join(line for n, line in enumerate(uniform.read_text().splitlines(True)) if n % 7 < 5))
     assert budget_samples(read_problems(data), five, found, BUDGET, 2)["short"] >= stats["at_cap"]
+
+
+def test_rftlab_budget_writes_the_budget_runs_paths_and_what_they_cost(tmp_path, capsys):
+    data = problems_file(tmp_path / "p.jsonl", 8)
+    uniform, budgeted, found = tmp_path / "uniform.jsonl", tmp_path / "budget.jsonl", tmp_path / "found.jsonl"
+    run_sampling("m", data, uniform, UNIFORM, make_backend=lambda *_: FakeBackend())
+    sampled = run_sampling("m", data, budgeted, SETTINGS, make_backend=lambda *_: FakeBackend(), budget=BUDGET)
+    command = ["budget", str(uniform), "--train", str(data), "--out", str(found), "--stats", str(tmp_path / "st.json"),
+               "-k", "2", "--until-correct", "2", "--max-k", "7"]  # fmt: skip
+    assert main(command) == 0
+    assert found.read_bytes() == budgeted.read_bytes()
+    stats = json.loads((tmp_path / "st.json").read_text())
+    assert stats["format"] == "rftlab.budget-stats/1" and stats["paths"] == sampled["paths"]
+    assert f"{stats['paths']:,} paths" in capsys.readouterr().out
+    metadata = json.loads((tmp_path / "found.jsonl.meta.json").read_text())
+    assert metadata["budget"] == sampled["budget"] and metadata["paths"] == sampled["paths"]
+    assert metadata["settings"]["k"] == 2 and metadata["found_in"] == str(uniform)
+    assert main(command) == 0 and found.read_bytes() == budgeted.read_bytes()  # its own output: rewritten
+    refusals = {("--max-k", "8"): "--max-k 8 is above the k=7",  # the uniform file holds 7 paths a problem
+                ("--max-k", "1"): "--max-k 1 is below -k 2"}  # fmt: skip
+    for (flag, value), message in refusals.items():
+        changed = [*command[:-2], flag, value]
+        assert main([*changed[:5], str(tmp_path / "other.jsonl"), *changed[6:]]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["budget", str(budgeted), *command[2:]]) == 2  # a budget run is not a uniform one
+    assert "a budget run's samples" in capsys.readouterr().err
+    assert not (tmp_path / "other.jsonl").exists()

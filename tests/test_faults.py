@@ -227,8 +227,14 @@ def test_a_read_only_disk_exits_2_naming_the_path(stage, inputs, tmp_path, capsy
         assert "Read-only file system" in message and str(disk) in message, message
 
 
+def budget_argv(paths: dict[str, Path], out: Path) -> list[str]:
+    return ["budget", str(paths["samples"]), "--train", str(paths["data"] / "train.jsonl"), "--out", str(out), "-k",
+            "2", "--until-correct", "1", "--max-k", "4", "-q"]  # fmt: skip
+
+
 WRITERS = {
     **STAGES,
+    "budget": (budget_argv, "budget.jsonl"),
     "gsm8k": (lambda paths, out: ["gsm8k", "--out", str(out), "--source", str(paths["data"])], "gsm8k"),
     "demo": (lambda paths, out: ["demo", "--out", str(out), "--preset", "tiny", "--quiet"], "demo"),
     "study": (lambda paths, out: ["study", str(STUDY), "--out", str(out), "--quiet"], "study"),

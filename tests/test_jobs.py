@@ -6,6 +6,7 @@ import pytest
 
 from rftlab.cli import COMMANDS, build_parser
 from rftlab.jobs.base import check_settings, from_namespace
+from rftlab.jobs.budget import BudgetJob
 from rftlab.jobs.checkers import CheckersJob
 from rftlab.jobs.eval import EvalJob
 from rftlab.jobs.forecast import ForecastJob
@@ -39,6 +40,7 @@ EXAMPLES = [
         gpu_memory_utilization=0.25,
     ),
     SampleJob(model="m", data=Path("d"), out=Path("o"), backend="vllm", enable_chunked_prefill=True),
+    BudgetJob(samples=Path("a.jsonl"), train=Path("t"), out=Path("b.jsonl"), k=2, until_correct=3, max_k=16),
     RejectJob(samples=(Path("a.jsonl"), Path("b.jsonl")), train=Path("t"), out=Path("r"), first_k=2, no_dedup=True),
     EvalJob(samples=(Path("a.jsonl"), Path("b.jsonl")), data=Path("t"), out=Path("e.json"), k=2),
     EvalJob(model="m", data=Path("t"), out=Path("e.json"), shots=8, shots_from=Path("train.jsonl")),
@@ -55,8 +57,8 @@ def test_argv_parses_back_to_the_same_job(job):
 
 
 def test_every_command_is_a_job_and_floats_keep_every_digit():
-    assert [job.COMMAND for job in COMMANDS] == ["toyworld", "gsm8k", "pretrain", "sft", "sample", "reject", "eval",
-                                                 "forecast", "checkers", "demo", "study"]  # fmt: skip
+    assert [job.COMMAND for job in COMMANDS] == ["toyworld", "gsm8k", "pretrain", "sft", "sample", "budget", "reject",
+                                                 "eval", "forecast", "checkers", "demo", "study"]  # fmt: skip
     argv = EXAMPLES[1].argv()
     assert float(argv[argv.index("--lr") + 1]) == 1e-5 / 3
 

@@ -9,7 +9,9 @@ import pytest
 
 from rftlab import cells as cells_module
 from rftlab import study
+from rftlab.budgets import is_checked
 from rftlab.cli import main
+from rftlab.data import read_problems
 from rftlab.study import StudyError, build_plan, parse_config, run_study
 
 MICRO = {
@@ -35,6 +37,7 @@ MICRO = {
             "sft_at_rft_tokens": [2],
         },
         "union": {"sources": "all", "k": 2, "targets": "all"},
+        "budget": {"bases": ["b"], "round": 1, "until_correct": [1], "max_k": 2, "uniform": [2]},
     },
 }
 
@@ -69,7 +72,7 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     assert all(run["maj1@1"] == pytest.approx(100 * sum(run["correct"]) / 20) for run in runs.values())
     data = sorted((r["fraction"], r["epochs"], r["examples"]) for r in runs.values() if "data" in r["families"])
     assert data == [(0.25, 1, 15), (0.25, 4, 15), (0.5, 1, 30), (0.5, 2, 30), (1.0, 1, 60)]
-    assert set(runs["sft-b-e1-s0"]["families"]) == {"pretraining", "data", "k", "union"}
+    assert set(runs["sft-b-e1-s0"]["families"]) == {"pretraining", "data", "k", "union", "budget"}
     union = runs["rft-a-union-k2-s0"]
     assert union["sources"] == ["a", "b"] and union["rft_data"]["samples_per_problem"] == 4
     assert union["union"] == "union" and runs["rft-b-k2-s0"]["union"] is None
@@ -82,16 +85,29 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     assert control["budget"] == "tokens" and control["tokens"] <= runs["sft-b-e1-s0"]["tokens"] + 64
     matched = runs["sft-b-at-rft-b-k2-s0"]  # SFT on the gold data for the tokens RFT at k=2 trained on
     assert matched["roles"] == [{"family": "k", "base": "b", "variant": "sft at rft tokens", "k": 2, "fraction": 1.0,
-                                 "epochs": None, "rule": None, "union": None}]  # fmt: skip
+                                 "epochs": None, "rule": None, "union": None, "until_correct": None}]  # fmt: skip
     assert matched["examples"] == 60 and abs(matched["tokens"] - own["tokens"]) <= 8 * 64
-    assert results["cells"]["ran"] == results["cells"]["total"] == 47
+    assert {role["family"] for role in own["roles"]} == {"k", "union", "budget"}  # uniform k=2 shared
+    budget = runs["rft-b-until1-max2-round1-s0"]  # rounds of 1 path until 1 is checked, at most 2
+    assert [(r["family"], r["variant"], r["k"], r["until_correct"]) for r in budget["roles"]] == [
+        ("budget", "budget", 2, 1)]  # fmt: skip
+    spent, problems = budget["rft_data"]["samples"], budget["rft_data"]["problems"]
+    samples = next((out / "cells" / "sample").glob("sft-b-e1-s0-k2-*")) / "samples.jsonl"
+    train = next((out / "cells" / "world").glob("default-*")) / "data" / "train.jsonl"
+    gold = {problem.id: problem.answer for problem in read_problems(train)}
+    first = [json.loads(line) for line in samples.read_text().splitlines()][::2]
+    unchecked_first = sum(not is_checked(path["response"], gold[path["id"]]) for path in first)
+    assert problems == 60 and spent == 60 + unchecked_first and own["rft_data"]["samples"] == 120
+    assert budget["rft_data"]["coverage"] == own["rft_data"]["coverage"]  # a second path only where the first failed
+    assert results["cells"]["ran"] == results["cells"]["total"] == 51
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "| rft-a-union-k2 |" in report
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "data.png", "gain.png", "k.png", "pretraining.png", "union.png"]  # fmt: skip
+        "budget.png", "data.png", "gain.png", "k.png", "pretraining.png", "union.png"]  # fmt: skip
     assert "data:image/png;base64," in (out / "report.html").read_text()
     analysis = json.loads((out / "analysis.json").read_text())
-    assert len(analysis["findings"]) == 13  # the paper's 12 and the forecasts (not tested: too few runs)
+    assert len(analysis["findings"]) == 14  # the paper's 12, the forecasts (not tested: too few runs), the budget
+    assert analysis["budget"]["bases"][0]["comparisons"][0]["uniform_k"] == 2
 
 
 def test_a_second_run_does_no_work(micro):
@@ -110,7 +126,7 @@ def test_a_changed_setting_changes_only_the_cells_that_depend_on_it():
     assert kinds_of_changed_cells(config(), config()) == []
     assert kinds_of_changed_cells(config(), config({"eval": {"max_new_tokens": 50}})) == ["eval"]
     assert kinds_of_changed_cells(config(), config({"sample": {"temperature": 1.0}})) == [
-        "eval", "reject", "sample", "sft"]  # fmt: skip
+        "budget", "eval", "reject", "sample", "sft"]  # fmt: skip
     changed = set(build_plan(config({"sample": {"temperature": 1.0}}), Path("c")).cells)
     plan = build_plan(config(), Path("c"))
     unchanged_sft = {c.label for k, c in plan.cells.items() if c.kind == "sft" and k in changed}
@@ -118,7 +134,8 @@ def test_a_changed_setting_changes_only_the_cells_that_depend_on_it():
         c.label for c in plan.cells.values() if c.kind == "sft" and c.label.startswith("sft-") and "-at-" not in c.label
     }
     assert unchanged_sft == gold  # SFT for RFT's tokens depends on the samples, as RFT does
-    assert kinds_of_changed_cells(config(), config({"train": {"epochs": 2}})) == ["eval", "reject", "sample", "sft"]
+    assert kinds_of_changed_cells(config(), config({"train": {"epochs": 2}})) == [
+        "budget", "eval", "reject", "sample", "sft"]  # fmt: skip
 
 
 def test_a_changed_eval_setting_reruns_only_the_evaluations(micro, tmp_path):
@@ -126,7 +143,7 @@ def test_a_changed_eval_setting_reruns_only_the_evaluations(micro, tmp_path):
     cache = tmp_path / "cells"
     shutil.copytree(out / "cells", cache)
     results = run_study(config({"eval": {"max_new_tokens": 50}}), tmp_path, cache=cache, quiet=True)
-    assert results["cells"]["ran"] == sum(1 for run in results["runs"]) == 16
+    assert results["cells"]["ran"] == sum(1 for run in results["runs"]) == 17
 
 
 def test_an_interrupted_study_resumes_with_the_same_results(micro, tmp_path, monkeypatch):
@@ -204,7 +221,7 @@ def test_the_cli_lists_cells_and_reports_bad_files(tmp_path, capsys):
     path.write_text(yaml.safe_dump(MICRO))
     assert main(["study", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 47 and all(line.startswith("to run") for line in listing)
+    assert len(listing) == 51 and all(line.startswith("to run") for line in listing)
     assert "rftlab toyworld --out" in listing[0] and "--n-train 60" in listing[0]
     path.write_text("name: [unclosed")
     assert main(["study", str(path)]) == 2

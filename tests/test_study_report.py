@@ -543,7 +543,7 @@ def test_report_module_imports_without_numpy_or_matplotlib():
 def test_the_analysis_is_the_same_as_before_the_families_were_modules(full):
     """tests/data/study-analysis-full.json: analysis.json of `full_study()` from rftlab.findings (commit d26c132),
     plus the k family's entry and finding for SFT at RFT's tokens (no such runs: not tested) and the gain fit's
-    bootstrap interval and the forecast family."""
+    bootstrap interval, the forecast family and the budget family (not tested: no budget experiment)."""
     expected = json.loads((Path(__file__).parent / "data" / "study-analysis-full.json").read_text())
     assert rounded(full) == rounded(expected)  # numpy's last digits differ between CPUs (an Intel Xeon here)
 
@@ -670,3 +670,52 @@ def test_forecasts_read_the_small_runs_laws_at_the_large_runs(full, tmp_path):
     report = write_study_report(tmp_path, study.results()).read_text()
     assert "| b3 | rft_accuracy at k=16 | linear in distinct paths | 1, 2, 4, 8 | 72.0 (" in report
     assert [f["k"] for f in analysis["forecast"]["forecasts"]] == [16, 32]
+
+
+def budget_study(first_budget: float) -> dict:
+    """Uniform RFT at k = 4, 8, 16 (64, 66, 67%) and budgets until 1 and 2 checked paths (at most 16) that
+    spend 5.5 and 9 paths per question, scoring `first_budget` and 69%; 20 paths for a third (no uniform match)."""
+    study = Study(seeds=(0, 1, 2), spread=0.5)
+    study.experiments["budget"] = {"bases": ["b3"], "round": 4, "until_correct": [1, 2, 8], "max_k": 16,
+                                   "uniform": [4, 8, 16]}  # fmt: skip
+    study.sft("b3", 60, ["budget"])
+    for k, accuracy in ((4, 64), (8, 66), (16, 67)):
+        study.rft("b3", k, accuracy, 1 + k / 8, ["budget"])
+    for until, accuracy in ((1, first_budget), (2, 69), (8, 70)):
+        study.rft("b3", 16, accuracy, 2.5, ["budget"], until=until)
+    paths = {1: 5.5, 2: 9.0, 8: 20.0}
+    for run in study.runs:
+        data, until = run["rft_data"], run.get("until")
+        if data is None:
+            continue
+        spent = paths[until] if until else run["k"]
+        data.update(samples=spent * TRAIN, coverage=0.8 + spent / 100)
+        if until:
+            run["roles"] = [Role("budget", "b3", "budget", 16, epochs=3.0, until_correct=until).to_json()]
+    return study.results()
+
+
+@pytest.mark.parametrize("first_budget, verdict", [(70, SUPPORTED), (62, MIXED)])
+def test_a_budget_is_compared_with_the_uniform_k_that_spends_at_least_as_much(first_budget, verdict, tmp_path):
+    results = budget_study(first_budget)
+    analysis = analyse_study(results)
+    (entry,) = analysis["budget"]["bases"]
+    compared = [(c["until_correct"], c["uniform_k"], c["paths_per_problem"]) for c in entry["comparisons"]]
+    assert compared == [(1, 8, 5.5), (2, 16, 9.0)]  # 20 paths per question: no uniform k spends as much
+    first, second = entry["comparisons"]
+    assert first["difference"]["value"] == pytest.approx(first_budget - 66)
+    assert second["difference"]["value"] == pytest.approx(2.0) and second["difference"]["ci"][0] > 0
+    assert first["coverage_gain"] == pytest.approx(-0.025) and second["distinct_gain"] == pytest.approx(-0.5)
+    finding = by_claim(analysis, "A difficulty-aware sampling budget")
+    assert finding["finding"] == "beyond" and finding["verdict"] == verdict
+    assert finding["sentences"][1].startswith("b3, until 2 checked (at most 16): 9.00 paths per question, coverage")
+    report = write_study_report(tmp_path, results).read_text()
+    assert "| until 2 checked, at most 16 | 9.00 | 89.0 |" in report and "vs k=16" in report
+    assert (tmp_path / "figures" / "budget.png").stat().st_size > 0
+
+
+def test_a_study_without_budgets_leaves_the_budget_question_untested():
+    study = Study()
+    add_k(study)
+    finding = by_claim(analyse_study(study.results()), "A difficulty-aware sampling budget")
+    assert finding["verdict"] == NOT_TESTED and "no budget experiment" in finding["sentences"][0]

@@ -42,10 +42,11 @@ OUTPUT_NAMES = {
     "pretrain": "model",
     "sft": "model",
     "sample": "samples.jsonl",
+    "budget": "budget.jsonl",
     "reject": "rft.jsonl",
     "eval": "eval.json",
 }
-EXTRA_OUTPUTS = {"reject": {"stats": "stats.json"}}
+EXTRA_OUTPUTS = {"budget": {"stats": "stats.json"}, "reject": {"stats": "stats.json"}}
 """Further output fields of a kind's job, and their file names in the cell's folder."""
 STAGE_ERRORS = (DataError, FileExistsError, ValueError, ChildProcessError)
 """A stage's failures for bad input; other exceptions are bugs and keep their traceback."""

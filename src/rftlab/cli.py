@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from rftlab import __version__
 from rftlab.jobs.base import Job, add_arguments, from_namespace
+from rftlab.jobs.budget import BudgetJob
 from rftlab.jobs.checkers import CheckersJob
 from rftlab.jobs.demo import DemoJob
 from rftlab.jobs.eval import EvalJob
@@ -27,8 +28,8 @@ from rftlab.jobs.study import StudyJob
 from rftlab.jobs.world import WorldJob
 
 EXIT_BAD_INPUT = 2
-COMMANDS: tuple[type[Job], ...] = (WorldJob, Gsm8kJob, PretrainJob, SftJob, SampleJob, RejectJob, EvalJob,
-                                   ForecastJob, CheckersJob, DemoJob, StudyJob)  # fmt: skip
+COMMANDS: tuple[type[Job], ...] = (WorldJob, Gsm8kJob, PretrainJob, SftJob, SampleJob, BudgetJob, RejectJob,
+                                   EvalJob, ForecastJob, CheckersJob, DemoJob, StudyJob)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ from rftlab.experiments.base import as_list as _list
 from rftlab.experiments.base import known_keys as _known_keys
 from rftlab.experiments.base import mapping as _mapping
 from rftlab.jobs.base import check_settings, setting_names
+from rftlab.jobs.budget import BudgetJob
 from rftlab.jobs.eval import EvalJob
 from rftlab.jobs.pretrain import PretrainJob
 from rftlab.jobs.reject import RejectJob
@@ -376,6 +377,13 @@ class Planner:
         inputs = {"model": model, "data": world}
         return self.plan.add("sample", _label(model.label, f"k{k}"), job, inputs, self.launch(source, "sample"))
 
+    def budget(self, samples: Cell, world: Cell, round_k: int, until_correct: int, max_k: int) -> Cell:
+        """The paths a difficulty-aware budget draws (`rftlab budget`), found in a model's uniform samples."""
+        job = BudgetJob(samples=Path(samples.output()), train=Path(_train_path(world)), out=PLACEHOLDER,
+                        stats=PLACEHOLDER, k=round_k, until_correct=until_correct, max_k=max_k)  # fmt: skip
+        label = _label(samples.label, f"until{until_correct}", f"max{max_k}", f"round{round_k}")
+        return self.plan.add("budget", label, job, {"samples": samples, "data": world})
+
     def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str) -> Cell:
         inputs = {"data": world, **{f"samples{i}": cell for i, cell in enumerate(samples)}}
         job = RejectJob(samples=tuple(Path(cell.output()) for cell in samples), train=Path(_train_path(world)),
@@ -479,8 +487,9 @@ def _run_result(run: dict[str, Any]) -> dict[str, Any]:
     rft_data = None
     if selection is not None:
         stats = read_json(selection.folder / "stats.json")
-        rft_data = {key: stats[key] for key in ("problems", "samples_per_problem", "correct_per_problem",
+        rft_data = {key: stats[key] for key in ("problems", "samples", "samples_per_problem", "correct_per_problem",
                                                 "checked_per_problem", "distinct_per_problem", "selected")}  # fmt: skip
+        rft_data["coverage"] = stats["coverage_by_file"][-1] if stats.get("coverage_by_file") else None
     return {
         **record,
         "examples": facts["examples"],

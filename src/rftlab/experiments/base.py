@@ -118,6 +118,7 @@ class Planner(Protocol):
             tokens_of: Cell | None = None) -> Cell: ...  # fmt: skip
     def request_samples(self, model: Cell, k: int) -> None: ...
     def samples(self, model: Cell, source: str, world: Cell) -> Cell: ...
+    def budget(self, samples: Cell, world: Cell, round_k: int, until_correct: int, max_k: int) -> Cell: ...
     def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str) -> Cell: ...
     def rft(self, base: str, selection: Cell, label: str, tokens_of: Cell | None = None) -> Cell: ...
     def evaluate(self, model: Cell, family: str, record: Json) -> None: ...
@@ -125,10 +126,12 @@ class Planner(Protocol):
 
 # Roles ------------------------------------------------------------------------------------------
 
-VARIANTS = ("sft", "canonical sft", "sft at rft tokens", "rft", "no dedup", "canonical", "equal tokens", "union")
+VARIANTS = ("sft", "canonical sft", "sft at rft tokens", "rft", "no dedup", "canonical", "equal tokens", "union",
+            "budget")  # fmt: skip
 """What a run is: SFT in the default or canonical world, or for the tokens of RFT at its k (a control); RFT on
 its own SFT model's paths (de-duplicated, the default world, SFT's epochs), without de-duplication, in the
-canonical world, or with SFT's tokens; RFT on a union's pooled paths."""
+canonical world, or with SFT's tokens; RFT on a union's pooled paths; RFT on the paths a difficulty-aware
+budget drew from its own SFT model (k: the budget's cap)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class Role:
     """The data family's epoch rule: fixed, scaled, "fixed = scaled" (the full data) or "token budget"."""
     union: str | None = None
     """The union whose pooled paths it trained on (variant "union")."""
+    until_correct: int | None = None
+    """The checked paths per problem at which its budget stopped sampling a problem (variant "budget")."""
 
     def fits(self, base: str, variant: str, k: int | None = None, union: str | None = None, full: bool = False) -> bool:
         """This role's base and variant, and the k, union and full data where given."""
