@@ -22,12 +22,12 @@ class StudyJob(Job):
     """Runs the study file `config` (cells cached under `cache`) and writes its report under `out`."""
 
     COMMAND = "study"
-    HELP = "a scaling study (data amount, k, pre-training loss and size, unions), resumable, with report"
+    HELP = "a scaling study (data amount, k, pre-training loss and size, unions, budgets), resumable, with report"
     DESCRIPTION = (
-        "Runs the grid of a study file (studies/*.yaml): every cell (data, pre-train, subset, SFT, sample, reject, "
-        "RFT, eval) is cached under a key of its settings, inputs and code, so a second run recomputes nothing, an "
-        "interrupted one resumes (Ctrl-C stops it), and a changed setting reruns only what depends on it. Then "
-        "writes results.json, report.md, report.html and figures."
+        "Runs the grid of a study file (studies/*.yaml): every cell (data, pre-train, subset, SFT, sample, budget, "
+        "reject, RFT, eval) is cached under a key of its settings, inputs and code, so a second run recomputes "
+        "nothing, an interrupted one resumes (Ctrl-C stops it), and a changed setting reruns only what depends on "
+        "it. Then writes results.json, report.md, report.html and figures."
     )
 
     config: Path = option(help="study file", kind=IO, positional=True, metavar="CONFIG.yaml")
