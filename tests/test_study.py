@@ -38,6 +38,7 @@ MICRO = {
         },
         "union": {"sources": "all", "k": 2, "targets": "all"},
         "budget": {"bases": ["b"], "round": 1, "until_correct": [1], "max_k": 2, "uniform": [2]},
+        "verifier": {"bases": ["b"], "k": 2, "verifiers": ["paper"], "calculator_check": [True, False]},
     },
 }
 
@@ -72,7 +73,7 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     assert all(run["maj1@1"] == pytest.approx(100 * sum(run["correct"]) / 20) for run in runs.values())
     data = sorted((r["fraction"], r["epochs"], r["examples"]) for r in runs.values() if "data" in r["families"])
     assert data == [(0.25, 1, 15), (0.25, 4, 15), (0.5, 1, 30), (0.5, 2, 30), (1.0, 1, 60)]
-    assert set(runs["sft-b-e1-s0"]["families"]) == {"pretraining", "data", "k", "union", "budget"}
+    assert set(runs["sft-b-e1-s0"]["families"]) == {"pretraining", "data", "k", "union", "budget", "verifier"}
     union = runs["rft-a-union-k2-s0"]
     assert union["sources"] == ["a", "b"] and union["rft_data"]["samples_per_problem"] == 4
     assert union["union"] == "union" and runs["rft-b-k2-s0"]["union"] is None
@@ -85,9 +86,10 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     assert control["budget"] == "tokens" and control["tokens"] <= runs["sft-b-e1-s0"]["tokens"] + 64
     matched = runs["sft-b-at-rft-b-k2-s0"]  # SFT on the gold data for the tokens RFT at k=2 trained on
     assert matched["roles"] == [{"family": "k", "base": "b", "variant": "sft at rft tokens", "k": 2, "fraction": 1.0,
-                                 "epochs": None, "rule": None, "union": None, "until_correct": None}]  # fmt: skip
+                                 "epochs": None, "rule": None, "union": None, "until_correct": None,
+                                 "checker": None}]  # fmt: skip
     assert matched["examples"] == 60 and abs(matched["tokens"] - own["tokens"]) <= 8 * 64
-    assert {role["family"] for role in own["roles"]} == {"k", "union", "budget"}  # uniform k=2 shared
+    assert {role["family"] for role in own["roles"]} == {"k", "union", "budget", "verifier"}  # k=2 shared
     budget = runs["rft-b-until1-max2-round1-s0"]  # rounds of 1 path until 1 is checked, at most 2
     assert [(r["family"], r["variant"], r["k"], r["until_correct"]) for r in budget["roles"]] == [
         ("budget", "budget", 2, 1)]  # fmt: skip
@@ -99,14 +101,19 @@ def test_every_experiment_family_is_planned_and_reported(micro):
     unchecked_first = sum(not is_checked(path["response"], gold[path["id"]]) for path in first)
     assert problems == 60 and spent == 60 + unchecked_first and own["rft_data"]["samples"] == 120
     assert budget["rft_data"]["coverage"] == own["rft_data"]["coverage"]  # a second path only where the first failed
-    assert results["cells"]["ran"] == results["cells"]["total"] == 51
+    unchecked = runs["rft-b-k2-nocalc-s0"]  # the same samples, every path with the right answer kept
+    assert [(r["family"], r["variant"], r["checker"]) for r in unchecked["roles"]] == [("verifier", "checker", "paper")]
+    assert unchecked["rft_data"]["correct_per_problem"] == own["rft_data"]["correct_per_problem"]
+    assert unchecked["rft_data"]["checked_per_problem"] == own["rft_data"]["correct_per_problem"]
+    assert own["rft_data"]["checked_per_problem"] <= own["rft_data"]["correct_per_problem"]
+    assert results["cells"]["ran"] == results["cells"]["total"] == 54
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "| rft-a-union-k2 |" in report
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "budget.png", "data.png", "gain.png", "k.png", "pretraining.png", "union.png"]  # fmt: skip
+        "budget.png", "data.png", "gain.png", "k.png", "pretraining.png", "union.png", "verifier.png"]  # fmt: skip
     assert "data:image/png;base64," in (out / "report.html").read_text()
     analysis = json.loads((out / "analysis.json").read_text())
-    assert len(analysis["findings"]) == 14  # the paper's 12, the forecasts (not tested: too few runs), the budget
+    assert len(analysis["findings"]) == 16  # the paper's 12, forecasts (too few runs), budget, 2 of the checkers
     assert analysis["budget"]["bases"][0]["comparisons"][0]["uniform_k"] == 2
 
 
@@ -143,7 +150,7 @@ def test_a_changed_eval_setting_reruns_only_the_evaluations(micro, tmp_path):
     cache = tmp_path / "cells"
     shutil.copytree(out / "cells", cache)
     results = run_study(config({"eval": {"max_new_tokens": 50}}), tmp_path, cache=cache, quiet=True)
-    assert results["cells"]["ran"] == sum(1 for run in results["runs"]) == 17
+    assert results["cells"]["ran"] == sum(1 for run in results["runs"]) == 18
 
 
 def test_an_interrupted_study_resumes_with_the_same_results(micro, tmp_path, monkeypatch):
@@ -202,6 +209,11 @@ def test_subsets_are_seeded_and_sized(micro):
         ({"experiments": {"k": {"k": [0]}}}, "must be >= 1, got 0"),
         ({"experiments": {"k": {"k": [1], "sft_at_rft_tokens": [2]}}}, "k=2 is not in k"),
         ({"experiments": {}}, "name at least one"),
+        ({"experiments": {"budget": {"until_correct": [1], "max_k": 2, "uniform": [2]}}}, "below round 4"),
+        ({"experiments": {"budget": {"until_correct": [1], "max_k": 8}}}, "uniform: give at least one k"),
+        ({"experiments": {"verifier": {"k": 2, "verifiers": ["gpt"]}}}, "'gpt' is not one of paper, math-verify"),
+        ({"experiments": {"verifier": {"k": 2, "calculator_check": [True]}}}, "only the paper's checker"),
+        ({"experiments": {"verifier": {"k": 2, "calculator_check": "no"}}}, "calculator_check: expected a list"),
         ({"train": {"epochs": 1, "tokens": 5}}, "not both"),
         ({"train": {"eval_count": 4}}, "train: eval_count needs a validation split"),
         ({"data": {"train": "t.jsonl", "test": "t.jsonl"}, "experiments": {"k": {"canonical": [2]}}}, "toy world"),
@@ -221,7 +233,7 @@ def test_the_cli_lists_cells_and_reports_bad_files(tmp_path, capsys):
     path.write_text(yaml.safe_dump(MICRO))
     assert main(["study", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 51 and all(line.startswith("to run") for line in listing)
+    assert len(listing) == 54 and all(line.startswith("to run") for line in listing)
     assert "rftlab toyworld --out" in listing[0] and "--n-train 60" in listing[0]
     path.write_text("name: [unclosed")
     assert main(["study", str(path)]) == 2

@@ -543,7 +543,7 @@ def test_report_module_imports_without_numpy_or_matplotlib():
 def test_the_analysis_is_the_same_as_before_the_families_were_modules(full):
     """tests/data/study-analysis-full.json: analysis.json of `full_study()` from rftlab.findings (commit d26c132),
     plus the k family's entry and finding for SFT at RFT's tokens (no such runs: not tested) and the gain fit's
-    bootstrap interval, the forecast family and the budget family (not tested: no budget experiment)."""
+    bootstrap interval, the forecast, budget and verifier families (the last two not tested: no such experiments)."""
     expected = json.loads((Path(__file__).parent / "data" / "study-analysis-full.json").read_text())
     assert rounded(full) == rounded(expected)  # numpy's last digits differ between CPUs (an Intel Xeon here)
 
@@ -719,3 +719,38 @@ def test_a_study_without_budgets_leaves_the_budget_question_untested():
     add_k(study)
     finding = by_claim(analyse_study(study.results()), "A difficulty-aware sampling budget")
     assert finding["verdict"] == NOT_TESTED and "no budget experiment" in finding["sentences"][0]
+
+
+def test_the_verifier_family_compares_checkers_on_the_same_samples(tmp_path):
+    """RFT at k = 8 on the paths each checker keeps: the calculator check adds 2 points, math-verify 1."""
+    from rftlab.experiments import verifier
+    from rftlab.verifiers import VERIFIERS
+
+    assert verifier.VERIFIERS == VERIFIERS
+    study = Study(seeds=(0, 1, 2), spread=0.5)
+    study.experiments["verifier"] = {"bases": ["b3"], "k": 8, "checkers": [
+        "paper+calculator", "paper", "math-verify+calculator", "math-verify"]}  # fmt: skip
+    study.sft("b3", 60, ["verifier"])
+    scores = {"paper+calculator": 65, "paper": 63, "math-verify+calculator": 66, "math-verify": 64}
+    for name, accuracy in scores.items():
+        study.rft("b3", 8, accuracy, 2.0 if "calculator" in name else 2.5, ["verifier"], checker=name)
+        variant = "rft" if name == "paper+calculator" else "checker"
+        for run in study.runs[-3:]:
+            run["roles"] = [Role("verifier", "b3", variant, 8, epochs=3.0, checker=name).to_json()]
+    results = study.results()
+    analysis = analyse_study(results)
+    (entry,) = analysis["verifier"]["bases"]
+    assert [row["checker"] for row in entry["rows"]] == list(scores)
+    assert [(c["better"], c["than"], round(c["difference"]["value"], 6)) for c in entry["calculator"]] == [
+        ("paper+calculator", "paper", 2.0), ("math-verify+calculator", "math-verify", 2.0)]  # fmt: skip
+    assert [round(c["difference"]["value"], 6) for c in entry["verifier"]] == [1.0, 1.0]
+    calculator = by_claim(analysis, "The calculator check gives better RFT")
+    assert calculator["verdict"] == SUPPORTED and calculator["finding"] == "beyond"
+    assert calculator["sentences"][0].startswith("b3, k=8: RFT on the paths paper+calculator keeps (")
+    assert by_claim(analysis, "math-verify's verdicts")["verdict"] == SUPPORTED
+    report = write_study_report(tmp_path, results).read_text()
+    assert "## 9. The checker that keeps RFT's paths" in report and "paper+calculator minus paper: +2.0" in report
+    assert (tmp_path / "figures" / "verifier.png").stat().st_size > 0
+    study.runs = [run for run in study.runs if "math-verify" not in run["name"]]
+    only_paper = analyse_study(study.results())
+    assert by_claim(only_paper, "math-verify's verdicts")["verdict"] == NOT_TESTED

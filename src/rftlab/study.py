@@ -384,10 +384,12 @@ class Planner:
         label = _label(samples.label, f"until{until_correct}", f"max{max_k}", f"round{round_k}")
         return self.plan.add("budget", label, job, {"samples": samples, "data": world})
 
-    def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str) -> Cell:
+    def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str, verifier: str = "paper",
+                  check_calculator: bool = True) -> Cell:  # fmt: skip
         inputs = {"data": world, **{f"samples{i}": cell for i, cell in enumerate(samples)}}
         job = RejectJob(samples=tuple(Path(cell.output()) for cell in samples), train=Path(_train_path(world)),
-                        out=PLACEHOLDER, stats=PLACEHOLDER, first_k=k, no_dedup=not dedup)  # fmt: skip
+                        out=PLACEHOLDER, stats=PLACEHOLDER, first_k=k, no_dedup=not dedup, verifier=verifier,
+                        no_calculator_check=not check_calculator)  # fmt: skip
         return self.plan.add("reject", label, job, inputs)
 
     def rft(self, base: str, selection: Cell, label: str, tokens_of: Cell | None = None) -> Cell:

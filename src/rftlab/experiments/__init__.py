@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rftlab.experiments import analysis, budget, data, forecast, gain, k, pretraining, union, validation
+from rftlab.experiments import analysis, budget, data, forecast, gain, k, pretraining, union, validation, verifier
 from rftlab.experiments.analysis import Context, Model
 from rftlab.experiments.base import Config, Json, Planner, Result, StudyError, known_keys, mapping
 from rftlab.experiments.display import Block
@@ -50,7 +50,8 @@ class Family(Protocol):
 
 
 FAMILIES: dict[str, Family] = {"pretraining": pretraining, "data": data, "k": k, "union": union, "gain": gain,
-                               "validation": validation, "forecast": forecast, "budget": budget}  # fmt: skip
+                               "validation": validation, "forecast": forecast, "budget": budget,
+                               "verifier": verifier}  # fmt: skip
 PLANNED = tuple(name for name, family in FAMILIES.items() if family.KEYS is not None)
 """The families a study file names (the others analyse their runs)."""
 

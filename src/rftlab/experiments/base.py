@@ -119,7 +119,8 @@ class Planner(Protocol):
     def request_samples(self, model: Cell, k: int) -> None: ...
     def samples(self, model: Cell, source: str, world: Cell) -> Cell: ...
     def budget(self, samples: Cell, world: Cell, round_k: int, until_correct: int, max_k: int) -> Cell: ...
-    def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str) -> Cell: ...
+    def rejection(self, samples: list[Cell], world: Cell, k: int, dedup: bool, label: str, verifier: str = "paper",
+                  check_calculator: bool = True) -> Cell: ...  # fmt: skip
     def rft(self, base: str, selection: Cell, label: str, tokens_of: Cell | None = None) -> Cell: ...
     def evaluate(self, model: Cell, family: str, record: Json) -> None: ...
 
@@ -127,11 +128,11 @@ class Planner(Protocol):
 # Roles ------------------------------------------------------------------------------------------
 
 VARIANTS = ("sft", "canonical sft", "sft at rft tokens", "rft", "no dedup", "canonical", "equal tokens", "union",
-            "budget")  # fmt: skip
+            "budget", "checker")  # fmt: skip
 """What a run is: SFT in the default or canonical world, or for the tokens of RFT at its k (a control); RFT on
 its own SFT model's paths (de-duplicated, the default world, SFT's epochs), without de-duplication, in the
 canonical world, or with SFT's tokens; RFT on a union's pooled paths; RFT on the paths a difficulty-aware
-budget drew from its own SFT model (k: the budget's cap)."""
+budget drew from its own SFT model (k: the budget's cap); RFT on the paths another checker kept (`checker`)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ class Role:
     """The union whose pooled paths it trained on (variant "union")."""
     until_correct: int | None = None
     """The checked paths per problem at which its budget stopped sampling a problem (variant "budget")."""
+    checker: str | None = None
+    """What kept its RFT paths (the verifier family): `paper`, `math-verify`, each `+calculator` with the check."""
 
     def fits(self, base: str, variant: str, k: int | None = None, union: str | None = None, full: bool = False) -> bool:
         """This role's base and variant, and the k, union and full data where given."""
