@@ -33,11 +33,10 @@ from rftlab.experiments.base import (
     rft_record,
     sft_record,
 )
+from rftlab.verifiers import VERIFIERS
 
 NAME, SECTION = "verifier", 9
 KEYS = frozenset({"bases", "k", "verifiers", "calculator_check"})
-VERIFIERS = ("paper", "math-verify")
-"""rftlab.verifiers.VERIFIERS (not imported: the analysis stays free of the verifiers' workers)."""
 PAPER = "paper+calculator"
 CALCULATOR_CLAIM = "The calculator check gives better RFT than every path with the right answer"
 VERIFIER_CLAIM = "math-verify's verdicts give better RFT than the paper's answer rule"

@@ -44,12 +44,14 @@ class BudgetJob(Job):
         return Budget(self.until_correct, self.max_k)
 
     def run(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
         from rftlab.budgets import CHECKER, budget_samples
         from rftlab.data import metadata_path, read_problems, write_json
 
         source = self._source_metadata()
         problems = read_problems(self.train)
-        budget = {"until_correct": self.until_correct, "max_k": self.max_k, "checker": CHECKER}
+        budget = {**asdict(self.budget()), "checker": CHECKER}  # as `rftlab sample --until-correct` records it
         settings = {**(source.get("settings") or {}), "k": self.k}
         metadata = {**source, "settings": settings, "budget": budget, "found_in": str(self.samples)}
         write_json(metadata_path(self.out), metadata)  # first: the file beside it marks the samples as rftlab's
